@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Set up Edge Assistant on a fresh machine, idempotently:
+#   1. a virtual environment in .venv with the package and its dev tools,
+#   2. the mosquitto broker binary (the test suite starts private brokers),
+#   3. the default model, converted to INT8 ONNX (cached outside the checkout).
+# Re-running is cheap: each step skips what is already in place.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "setup: Python 3.11 or newer is required ($PYTHON is $("$PYTHON" --version 2>&1))" >&2
+    exit 1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv"
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+echo "setup: installing edge-assistant and its dev tools into .venv"
+.venv/bin/python -m pip install --quiet -e '.[dev]'
+
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+    echo "setup: installing the mosquitto broker (needed by the tests)"
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
+fi
+
+if .venv/bin/edge-assistant model --help >/dev/null 2>&1; then
+    echo "setup: preparing the default model (skipped when already prepared)"
+    .venv/bin/edge-assistant model prepare
+fi
+echo "setup: done"

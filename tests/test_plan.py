@@ -1,0 +1,204 @@
+"""The plan on hand-written descriptions of the machines users really have."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from assistant.config import parse_config
+from assistant.hardware import HardwareFacts
+from assistant.plan import DEFAULT_MODEL_ID, KNOWN_MODELS, Plan, PlanError, make_plan
+
+PI4 = HardwareFacts(
+    arch="aarch64",
+    cpu_model="Cortex-A72",
+    logical_cpus=4,
+    usable_cpus=4.0,
+    cpu_quota=None,
+    memory_total_mb=3_793,
+    memory_limit_mb=None,
+    memory_available_mb=2_300,
+    cpu_features=frozenset({"asimd"}),
+    storage="sd_emmc",
+    board="Raspberry Pi 4 Model B",
+)
+PI5 = replace(
+    PI4,
+    cpu_model="Cortex-A76",
+    memory_total_mb=8_059,
+    memory_available_mb=6_100,
+    cpu_features=frozenset({"asimd", "dotprod"}),
+    storage="nvme",
+    board="Raspberry Pi 5 Model B",
+)
+N100 = HardwareFacts(
+    arch="x86_64",
+    cpu_model="Intel(R) N100",
+    logical_cpus=4,
+    usable_cpus=4.0,
+    cpu_quota=None,
+    memory_total_mb=15_700,
+    memory_limit_mb=None,
+    memory_available_mb=13_000,
+    cpu_features=frozenset({"avx2", "avx_vnni"}),
+    storage="nvme",
+)
+VM_2C_2G = replace(
+    N100,
+    cpu_model="QEMU Virtual CPU",
+    logical_cpus=2,
+    usable_cpus=2.0,
+    memory_total_mb=1_967,
+    memory_available_mb=1_400,
+    storage="rotational",
+)
+SERVER = replace(
+    N100,
+    cpu_model="AMD EPYC 9554",
+    logical_cpus=64,
+    usable_cpus=64.0,
+    memory_total_mb=257_000,
+    memory_available_mb=250_000,
+    cpu_features=frozenset({"avx2", "avx512f", "avx512_vnni"}),
+    storage="ssd",
+)
+CONTAINER = replace(
+    SERVER,
+    usable_cpus=1.5,
+    cpu_quota=1.5,
+    memory_total_mb=64_000,
+    memory_limit_mb=1_024,
+    memory_available_mb=900,
+)
+
+DEFAULTS = parse_config({}, env={})
+DEFAULT_ONLY = [KNOWN_MODELS[0]]
+
+
+def plan(
+    facts: HardwareFacts,
+    raw: dict[str, object] | None = None,
+    models: tuple[object, ...] | None = None,
+) -> Plan:
+    config = parse_config(raw or {}, env={})
+    return make_plan(facts, config, list(KNOWN_MODELS) if models is None else DEFAULT_ONLY)
+
+
+def params(p: Plan) -> int:
+    return p.model.params
+
+
+@pytest.mark.parametrize("facts", [PI4, PI5, N100, VM_2C_2G, SERVER, CONTAINER])
+def test_every_plan_fits_the_machine(facts: HardwareFacts) -> None:
+    p = plan(facts)
+    assert 1 <= p.threads <= facts.cores
+    assert p.worker_memory_mb <= facts.memory_mb
+    assert p.context_tokens * p.model.kv_bytes_per_token <= p.kv_cache_mb * 2**20
+    assert p.context_tokens <= p.model.context_max
+    assert set(p.reasons) == {
+        "tier",
+        "threads",
+        "model",
+        "precision",
+        "context_tokens",
+        "max_batch",
+        "kv_cache_mb",
+        "worker_memory_mb",
+    }
+    assert all(reason for reason in p.reasons.values())
+
+
+def test_raspberry_pi_4_basic_tier_small_model() -> None:
+    p = plan(PI4)
+    assert p.tier == "basic"
+    assert p.threads == 3  # one core left for Home Assistant
+    assert p.model.id == DEFAULT_MODEL_ID  # a larger one would decode too slowly on an A72
+    assert p.precision == "int8"
+    assert p.context_tokens == 2048
+
+
+def test_raspberry_pi_5_standard_tier_larger_model() -> None:
+    p = plan(PI5)
+    assert p.tier == "standard"
+    assert p.threads == 3
+    assert params(p) > params(plan(PI4))  # dotprod and NVMe buy a bigger model
+    assert p.est_decode_tok_s >= 15
+    assert p.context_tokens == 4096
+
+
+def test_n100_mini_pc_standard_tier() -> None:
+    p = plan(N100)
+    assert p.tier == "standard"
+    assert p.threads == 3
+    assert params(p) >= params(plan(PI5))
+
+
+def test_two_core_two_gb_vm_is_minimal() -> None:
+    p = plan(VM_2C_2G)
+    assert p.tier == "minimal"
+    assert p.threads == 2
+    assert p.context_tokens == 1024
+    assert p.max_batch <= 2
+
+
+def test_big_server_large_tier_capped_threads() -> None:
+    p = plan(SERVER)
+    assert p.tier == "large"
+    assert p.threads == 8  # decode is bandwidth-bound: more threads only add sync cost
+    assert p.model.id == "smollm2-1.7b-instruct-int8"
+    assert p.context_tokens == 8192
+    assert p.max_batch == 16
+
+
+def test_container_is_planned_by_its_limits_not_the_host() -> None:
+    p = plan(CONTAINER)
+    host = plan(SERVER)
+    assert p.tier == "minimal"
+    assert p.threads == 1  # quota 1.5 CPUs: a second thread would be throttled
+    assert "quota 1.5" in p.reasons["threads"]
+    assert p.worker_memory_mb <= 1_024
+    assert params(p) < params(host)
+
+
+def test_default_model_only_on_this_kind_of_machine() -> None:
+    this_machine = replace(
+        SERVER, logical_cpus=2, usable_cpus=2.0, memory_total_mb=24_105, memory_available_mb=23_000
+    )
+    p = make_plan(this_machine, DEFAULTS, DEFAULT_ONLY)
+    assert (p.tier, p.threads, p.model.id) == ("basic", 2, DEFAULT_MODEL_ID)
+
+
+def test_explicit_config_wins_over_auto() -> None:
+    raw = {
+        "engine": {"threads": 7, "max_batch": 3, "context_tokens": 512},
+        "sandbox": {"memory_mb": 700},
+        "model": {"name": DEFAULT_MODEL_ID},
+    }
+    p = plan(SERVER, raw)
+    assert (p.threads, p.max_batch, p.context_tokens, p.worker_memory_mb) == (7, 3, 512, 700)
+    assert p.model.id == DEFAULT_MODEL_ID
+    assert all(
+        "set in config" in p.reasons[k]
+        for k in ("threads", "max_batch", "context_tokens", "worker_memory_mb", "model")
+    )
+
+
+def test_named_model_that_is_absent_is_a_config_error() -> None:
+    with pytest.raises(PlanError, match=r"^model\.name: no model 'nope'"):
+        plan(PI4, {"model": {"name": "nope"}})
+
+
+def test_precision_filter() -> None:
+    fp32 = replace(
+        KNOWN_MODELS[0], id="smollm2-135m-instruct-fp32", precision="fp32", file_mb=515.0
+    )
+    both = [KNOWN_MODELS[0], fp32]
+    assert make_plan(PI4, DEFAULTS, both).precision == "int8"
+    p = make_plan(PI4, parse_config({"model": {"precision": "fp32"}}, env={}), both)
+    assert (p.precision, p.model.id) == ("fp32", fp32.id)
+
+
+def test_no_candidates_is_an_error() -> None:
+    with pytest.raises(PlanError):
+        make_plan(PI4, DEFAULTS, [])
