@@ -1,0 +1,299 @@
+"""The framed IPC protocol over real socketpairs, in both the blocking and asyncio forms."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+from assistant.ipc import (
+    MAX_DEPTH,
+    MAX_FRAME,
+    ChannelClosed,
+    FrameTooLargeError,
+    ProtocolError,
+    decode_body,
+    encode_frame,
+    read_frame,
+    recv_frame,
+    send_frame,
+    write_frame,
+)
+
+T = TypeVar("T")
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    # A bug that waits for bytes that never come fails the test instead of hanging it.
+    left.settimeout(5)
+    right.settimeout(5)
+    yield left, right
+    left.close()
+    right.close()
+
+
+def header(length: int) -> bytes:
+    return struct.pack(">I", length)
+
+
+def with_streams(
+    sock: socket.socket, body: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[T]]
+) -> T:
+    """Run `body` with asyncio streams over `sock` (which then belongs to the streams)."""
+
+    async def main() -> T:
+        sock.setblocking(False)
+        reader, writer = await asyncio.open_unix_connection(sock=sock)
+        try:
+            return await asyncio.wait_for(body(reader, writer), timeout=10)
+        finally:
+            writer.close()
+
+    return asyncio.run(main())
+
+
+MESSAGES: list[dict[str, Any]] = [
+    {},
+    {"type": "hello", "pid": 42, "layers": {"seccomp": "active"}},
+    {"text": "Grüße, 温度 🌡️ \u202e and \x00 NUL", "n": -1.5e300, "ok": True, "none": None},
+    {"tokens": list(range(1000)), "nested": [[{"a": [1, [2, [3]]]}]]},
+]
+
+
+def test_sync_to_async_round_trip(pair: tuple[socket.socket, socket.socket]) -> None:
+    left, right = pair
+    big = {"blob": "x" * (MAX_FRAME - 100)}  # bigger than the socket buffer: needs a reader
+
+    async def body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        def send_all() -> None:
+            for message in [*MESSAGES, big]:
+                send_frame(left, message)
+
+        sender = asyncio.create_task(asyncio.to_thread(send_all))
+        received = [await read_frame(reader) for _ in range(len(MESSAGES) + 1)]
+        await sender
+        assert received == [*MESSAGES, big]
+        receiver = asyncio.create_task(
+            asyncio.to_thread(lambda: [recv_frame(left) for _ in range(len(MESSAGES) + 1)])
+        )
+        for message in [*MESSAGES, big]:
+            await write_frame(writer, message)
+        assert await receiver == [*MESSAGES, big]
+
+    with_streams(right, body)
+
+
+def test_clean_eof_is_channel_closed_sync(pair: tuple[socket.socket, socket.socket]) -> None:
+    left, right = pair
+    send_frame(left, {"last": True})
+    left.shutdown(socket.SHUT_WR)
+    assert recv_frame(right) == {"last": True}
+    with pytest.raises(ChannelClosed):
+        recv_frame(right)
+
+
+def test_clean_eof_is_channel_closed_async(pair: tuple[socket.socket, socket.socket]) -> None:
+    left, right = pair
+    send_frame(left, {"last": True})
+    left.close()
+
+    async def body(reader: asyncio.StreamReader, _: asyncio.StreamWriter) -> None:
+        assert await read_frame(reader) == {"last": True}
+        with pytest.raises(ChannelClosed):
+            await read_frame(reader)
+
+    with_streams(right, body)
+
+
+TRUNCATED = [
+    pytest.param(header(10)[:2], id="inside-header"),
+    pytest.param(header(10) + b'{"a":', id="inside-body"),
+]
+
+
+@pytest.mark.parametrize("data", TRUNCATED)
+def test_truncated_frame_is_a_protocol_error_sync(
+    pair: tuple[socket.socket, socket.socket], data: bytes
+) -> None:
+    left, right = pair
+    left.sendall(data)
+    left.close()
+    with pytest.raises(ProtocolError, match="truncated") as caught:
+        recv_frame(right)
+    assert not isinstance(caught.value, ChannelClosed)
+
+
+@pytest.mark.parametrize("data", TRUNCATED)
+def test_truncated_frame_is_a_protocol_error_async(
+    pair: tuple[socket.socket, socket.socket], data: bytes
+) -> None:
+    left, right = pair
+    left.sendall(data)
+    left.close()
+
+    async def body(reader: asyncio.StreamReader, _: asyncio.StreamWriter) -> None:
+        with pytest.raises(ProtocolError, match="truncated"):
+            await read_frame(reader)
+
+    with_streams(right, body)
+
+
+def test_oversize_frame_is_refused_on_send(pair: tuple[socket.socket, socket.socket]) -> None:
+    left, right = pair
+    with pytest.raises(FrameTooLargeError):
+        send_frame(left, {"blob": "x" * 100}, max_frame=64)
+    with pytest.raises(FrameTooLargeError):
+        send_frame(left, {"blob": "x" * MAX_FRAME})
+
+    async def body(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with pytest.raises(FrameTooLargeError):
+            await write_frame(writer, {"blob": "é" * 40}, max_frame=64)  # 80 bytes in UTF-8
+
+    with_streams(left, body)
+    # Nothing of the refused frames reached the peer: it sees EOF at once.
+    assert right.recv(1) == b""
+
+
+def test_oversize_frame_is_refused_on_receive_before_its_body(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    left, right = pair
+    # Announce 2 GiB but send only a little: the reader must refuse on the header alone
+    # (waiting for the body would time out; buffering it would need 2 GiB).
+    left.sendall(header(2**31) + b"PAYLOAD")
+    with pytest.raises(FrameTooLargeError, match="limit"):
+        recv_frame(right)
+    assert right.recv(16) == b"PAYLOAD"  # the body was left unread
+
+    left.sendall(header(65) + b"{}")
+    with pytest.raises(FrameTooLargeError):
+        recv_frame(right, max_frame=64)
+
+
+def test_oversize_frame_is_refused_on_receive_async(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    left, right = pair
+    left.sendall(header(MAX_FRAME + 1) + b"PAYLOAD")
+
+    async def body(reader: asyncio.StreamReader, _: asyncio.StreamWriter) -> None:
+        with pytest.raises(FrameTooLargeError):
+            await read_frame(reader)
+
+    with_streams(right, body)
+
+
+GARBAGE = [
+    pytest.param(b"\xff\xfe{}", "UTF-8", id="not-utf8"),
+    pytest.param(b'{"a": "\xed\xa0\x80"}', "UTF-8", id="surrogate-bytes"),
+    pytest.param(b"", "JSON", id="empty"),
+    pytest.param(b"{'a': 1}", "JSON", id="not-json"),
+    pytest.param(b'{"a": 1} trailing', "JSON", id="trailing-data"),
+    pytest.param(b'{"a": NaN}', "constant", id="nan"),
+    pytest.param(b'{"a": -Infinity}', "constant", id="infinity"),
+    pytest.param(b"[1, 2]", "object", id="list"),
+    pytest.param(b"42", "object", id="number"),
+    pytest.param(b'"text"', "object", id="string"),
+    pytest.param(b"null", "object", id="null"),
+    pytest.param(b'{"a": [}', "JSON", id="mismatched"),
+    pytest.param(b"]]]][[[[", "JSON", id="unbalanced"),
+]
+
+
+@pytest.mark.parametrize(("body", "message"), GARBAGE)
+def test_garbage_bodies_are_protocol_errors(
+    pair: tuple[socket.socket, socket.socket], body: bytes, message: str
+) -> None:
+    left, right = pair
+    left.sendall(header(len(body)) + body)
+    with pytest.raises(ProtocolError, match=message):
+        recv_frame(right)
+
+
+def test_garbage_body_async(pair: tuple[socket.socket, socket.socket]) -> None:
+    left, right = pair
+    left.sendall(header(4) + b"\x80abc")
+
+    async def body(reader: asyncio.StreamReader, _: asyncio.StreamWriter) -> None:
+        with pytest.raises(ProtocolError, match="UTF-8"):
+            await read_frame(reader)
+
+    with_streams(right, body)
+
+
+def nested(depth: int) -> bytes:
+    """A JSON object `depth` levels deep, alternating objects and arrays."""
+    opening = b'{"a":[' * (depth // 2) + (b'{"a":1}' if depth % 2 else b"1")
+    return opening + b"]}" * (depth // 2)
+
+
+def test_nesting_up_to_the_limit_is_accepted() -> None:
+    value: Any = decode_body(nested(MAX_DEPTH))
+    for _ in range(MAX_DEPTH // 2):
+        value = value["a"][0]
+    assert value == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(nested(MAX_DEPTH + 1), id="limit+1"),
+        pytest.param(nested(400_000), id="400k-levels"),
+        pytest.param(b"[" * (MAX_FRAME - 1) + b"]", id="a-megabyte-of-openers"),
+        pytest.param(b"[" * 100_000, id="unclosed"),
+    ],
+)
+def test_deep_nesting_is_refused_without_recursion(body: bytes) -> None:
+    with pytest.raises(ProtocolError, match=r"deeper|JSON"):
+        decode_body(body)
+
+
+def test_brackets_inside_strings_do_not_count() -> None:
+    text = '[[{{"\\' * 5000 + "]]"  # brackets, quotes and backslashes, escaped in JSON
+    body = json.dumps({"s": text, "t": [text]}).encode()
+    assert decode_body(body) == {"s": text, "t": [text]}
+
+
+def test_depth_limit_is_per_channel(pair: tuple[socket.socket, socket.socket]) -> None:
+    left, right = pair
+    send_frame(left, {"a": {"b": {}}}, max_depth=3)
+    with pytest.raises(ProtocolError, match="deeper"):
+        recv_frame(right, max_depth=2)
+
+
+def test_deep_outgoing_message_is_refused_without_recursion() -> None:
+    value: dict[str, Any] = {}
+    for _ in range(100_000):
+        value = {"a": value}
+    with pytest.raises(ProtocolError, match="deeper"):
+        encode_frame(value)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        pytest.param([1, 2], id="not-a-dict"),
+        pytest.param({"x": object()}, id="not-serialisable"),
+        pytest.param({"x": float("nan")}, id="nan"),
+        pytest.param({"x": "\ud800"}, id="lone-surrogate"),
+    ],
+)
+def test_unencodable_messages_are_protocol_errors(message: Any) -> None:
+    with pytest.raises(ProtocolError):
+        encode_frame(message)
+
+
+def test_peer_gone_while_sending_is_channel_closed(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    left, right = pair
+    right.close()
+    with pytest.raises(ChannelClosed):
+        send_frame(left, {"blob": "x" * 100_000})
