@@ -72,20 +72,27 @@ def test_sync_to_async_round_trip(pair: tuple[socket.socket, socket.socket]) -> 
     big = {"blob": "x" * (MAX_FRAME - 100)}  # bigger than the socket buffer: needs a reader
 
     async def body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        def send_all() -> None:
-            for message in [*MESSAGES, big]:
+        expected = [*MESSAGES, big]
+
+        def send_all() -> None:  # the worker's side: blocking calls in a thread
+            for message in expected:
                 send_frame(left, message)
 
-        sender = asyncio.create_task(asyncio.to_thread(send_all))
-        received = [await read_frame(reader) for _ in range(len(MESSAGES) + 1)]
-        await sender
-        assert received == [*MESSAGES, big]
-        receiver = asyncio.create_task(
-            asyncio.to_thread(lambda: [recv_frame(left) for _ in range(len(MESSAGES) + 1)])
-        )
-        for message in [*MESSAGES, big]:
-            await write_frame(writer, message)
-        assert await receiver == [*MESSAGES, big]
+        async def read_all() -> list[dict[str, Any]]:
+            return [await read_frame(reader) for _ in expected]
+
+        _, received = await asyncio.gather(asyncio.to_thread(send_all), read_all())
+        assert received == expected
+
+        def recv_all() -> list[dict[str, Any]]:
+            return [recv_frame(left) for _ in expected]
+
+        async def write_all() -> None:
+            for message in expected:
+                await write_frame(writer, message)
+
+        echoed, _ = await asyncio.gather(asyncio.to_thread(recv_all), write_all())
+        assert echoed == expected
 
     with_streams(right, body)
 
