@@ -1,0 +1,1 @@
+"""Text generation on a prepared ONNX decoder: sampling, streaming text, batched decode."""

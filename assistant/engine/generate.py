@@ -1,0 +1,292 @@
+"""Generation: prompts in, streamed text and one final result per request out.
+
+`Batch` is continuous batching: requests join between decode steps (their prompt is
+prefilled alone, in chunks while others are decoding, then their cache joins the batch)
+and leave as soon as they finish, so a lone request runs at batch 1 with no added latency.
+`Engine.generate` is a batch of one and uses the same code path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from assistant.engine.decoder import Decoder, KVCache
+from assistant.engine.detokenize import TextStream
+from assistant.engine.sampling import SamplingParams, pick_token
+from assistant.errors import RequestError
+from assistant.model.chat import ChatTemplate
+
+# Prompt tokens prefilled per step while other rows are decoding: long enough to keep
+# prefill efficient, short enough that running rows stall for at most ~one prefill chunk.
+PREFILL_CHUNK = 128
+# Tokens the repetition penalty looks back over.
+PENALTY_WINDOW = 64
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    id: str
+    messages: tuple[tuple[str, str], ...]  # (role, content), system first when present
+    max_tokens: int
+    sampling: SamplingParams = SamplingParams()
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class Timing:
+    queued_ms: float
+    first_token_ms: float
+    total_ms: float
+    tokens_per_s: float
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    id: str
+    text: str
+    finish_reason: str  # "stop", "length" or "cancelled"
+    usage: Usage
+    timing: Timing
+
+
+@dataclass(frozen=True)
+class Delta:
+    """New text of one request; `seq` counts from 0 with no gaps."""
+
+    id: str
+    seq: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    id: str
+    result: GenerationResult | None = None
+    error: RequestError | None = None
+
+
+Event = Delta | Finished
+
+
+class Engine:
+    """A loaded model with its tokenizer and chat template."""
+
+    def __init__(
+        self,
+        decoder: Decoder,
+        tokenizer: Tokenizer,
+        chat: ChatTemplate,
+        stop_ids: frozenset[int],
+        context_tokens: int,
+        model_id: str,
+    ) -> None:
+        self.decoder = decoder
+        self.tokenizer = tokenizer
+        self.chat = chat
+        self.stop_ids = stop_ids
+        self.context_tokens = context_tokens
+        self.model_id = model_id
+
+    def prompt_ids(self, messages: Sequence[tuple[str, str]]) -> list[int]:
+        text = self.chat.render_chat([{"role": r, "content": c} for r, c in messages])
+        # The template writes any BOS/ChatML markers itself.
+        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def check_prompt(self, n_prompt: int) -> None:
+        if n_prompt + 1 > self.context_tokens:
+            raise RequestError(
+                "prompt_too_long",
+                f"prompt is {n_prompt:,} tokens; this model's window is "
+                f"{self.context_tokens:,} (room is needed for at least one reply token)",
+            )
+
+    def generate(self, request: GenerationRequest) -> Iterator[Event]:
+        """Run one request alone, yielding its deltas and its final result."""
+        batch = Batch(self, max_batch=1)
+        batch.add(request)
+        while batch.busy:
+            yield from batch.step()
+
+
+@dataclass
+class _Row:
+    request: GenerationRequest
+    prompt: list[int]
+    stream: TextStream
+    rng: np.random.Generator
+    max_new: int
+    added: float
+    started: float = 0.0
+    first_token: float = 0.0
+    prefilled: int = 0
+    cache: KVCache | None = None  # own cache while prefilling, then part of the batch
+    generated: list[int] = field(default_factory=list)
+    seq: int = 0
+    cancelled: bool = False
+    finish: str = ""
+
+
+class Batch:
+    """Continuous batching over one Engine. Not thread-safe: one owner calls step()."""
+
+    def __init__(self, engine: Engine, max_batch: int, kv_budget_bytes: int | None = None) -> None:
+        self.engine = engine
+        self.max_batch = max_batch
+        self.kv_budget = kv_budget_bytes
+        self._pending: list[_Row] = []
+        self._active: list[_Row] = []
+        self._cache = engine.decoder.empty(0)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._pending or self._active)
+
+    @property
+    def active(self) -> int:
+        return len(self._active)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def add(self, request: GenerationRequest, queued_at: float | None = None) -> None:
+        """Queue a request; raises RequestError(prompt_too_long) before any work is done."""
+        prompt = self.engine.prompt_ids(request.messages)
+        self.engine.check_prompt(len(prompt))
+        max_new = min(request.max_tokens, self.engine.context_tokens - len(prompt))
+        stop = request.stop
+        now = time.perf_counter()
+        self._pending.append(
+            _Row(
+                request=request,
+                prompt=prompt,
+                stream=TextStream(self.engine.tokenizer, stop),
+                rng=np.random.default_rng(request.sampling.seed),
+                max_new=max_new,
+                added=queued_at if queued_at is not None else now,
+            )
+        )
+
+    def cancel(self, request_id: str) -> bool:
+        for row in (*self._pending, *self._active):
+            if row.request.id == request_id and not row.finish:
+                row.cancelled = True
+                return True
+        return False
+
+    def _has_room(self, row: _Row) -> bool:
+        if len(self._active) >= self.max_batch:
+            return False
+        if self.kv_budget is None or not self._active:
+            return True  # a lone request always runs
+        per_token = self.engine.decoder.kv_bytes_per_token()
+        in_use = sum(len(r.prompt) + r.max_new for r in self._active)
+        return (in_use + len(row.prompt) + row.max_new) * per_token <= self.kv_budget
+
+    def step(self) -> list[Event]:
+        """Advance: prefill (part of) the next waiting prompt, then decode one token for
+        every running request. Returns the events this produced."""
+        events: list[Event] = []
+        for row in [r for r in self._pending if r.cancelled]:
+            self._pending.remove(row)
+            row.finish = "cancelled"
+            events.append(self._finished(row))
+        if self._pending and self._has_room(self._pending[0]):
+            self._prefill(self._pending[0], events)
+        if self._active:
+            self._decode(events)
+        return events
+
+    def _prefill(self, row: _Row, events: list[Event]) -> None:
+        decoder = self.engine.decoder
+        if not row.prefilled:
+            row.started = time.perf_counter()
+        # Alone: the whole prompt at once (no added latency); else a chunk per step.
+        chunk = len(row.prompt) if not self._active else PREFILL_CHUNK
+        piece = row.prompt[row.prefilled : row.prefilled + chunk]
+        logits, row.cache = decoder.prefill(piece, row.cache)
+        row.prefilled += len(piece)
+        if row.prefilled < len(row.prompt):
+            return
+        self._pending.remove(row)
+        token = self._sample(row, logits.copy())
+        row.first_token = time.perf_counter()
+        cache, row.cache = row.cache, None
+        self._cache = decoder.join(self._cache, cache) if self._active else cache
+        self._active.append(row)
+        self._accept(row, token, events)
+        self._retire(events)
+
+    def _decode(self, events: list[Event]) -> None:
+        tokens = np.asarray([r.generated[-1] for r in self._active], dtype=np.int64)
+        # Every active row has generated at least one token (its first, at prefill).
+        logits = self.engine.decoder.step(self._cache, tokens)
+        for i, row in enumerate(self._active):
+            if not row.finish:
+                self._accept(row, self._sample(row, logits[i]), events)
+        self._retire(events)
+
+    def _sample(self, row: _Row, logits: np.ndarray) -> int:
+        seen = None
+        if row.request.sampling.repetition_penalty != 1.0:
+            seen = np.asarray((row.prompt + row.generated)[-PENALTY_WINDOW:], dtype=np.int64)
+        return pick_token(logits, row.request.sampling, row.rng, seen)
+
+    def _accept(self, row: _Row, token: int, events: list[Event]) -> None:
+        if row.cancelled:
+            row.finish = "cancelled"
+            text = row.stream.flush()
+        elif token in self.engine.stop_ids:
+            row.generated.append(token)
+            row.finish = "stop"
+            text = row.stream.flush()
+        else:
+            row.generated.append(token)
+            text = row.stream.push(token)
+            if row.stream.stopped:
+                row.finish = "stop"
+            elif len(row.generated) >= row.max_new:
+                row.finish = "length"
+                text += row.stream.flush()
+        if text:
+            events.append(Delta(row.request.id, row.seq, text))
+            row.seq += 1
+
+    def _retire(self, events: list[Event]) -> None:
+        done = [i for i, r in enumerate(self._active) if r.finish]
+        if not done:
+            return
+        for i in done:
+            events.append(self._finished(self._active[i]))
+        self._cache = self.engine.decoder.drop(self._cache, done)
+        self._active = [r for r in self._active if not r.finish]
+
+    def _finished(self, row: _Row) -> Finished:
+        now = time.perf_counter()
+        # The end-of-turn token is not text, nor counted as a completion token's text.
+        completion = len(row.generated)
+        decode_s = now - row.first_token if row.first_token else 0.0
+        result = GenerationResult(
+            id=row.request.id,
+            text=row.stream.text,
+            finish_reason=row.finish,
+            usage=Usage(len(row.prompt), completion),
+            timing=Timing(
+                queued_ms=round(((row.started or now) - row.added) * 1000, 1),
+                first_token_ms=round(((row.first_token or now) - row.added) * 1000, 1),
+                total_ms=round((now - row.added) * 1000, 1),
+                tokens_per_s=round(completion / decode_s, 1) if decode_s > 0 else 0.0,
+            ),
+        )
+        return Finished(row.request.id, result=result)
