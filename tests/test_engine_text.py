@@ -44,7 +44,7 @@ def stream_all(tok: Tokenizer, text: str, stop: tuple[str, ...] = ()) -> tuple[l
     [
         "turn off the light",
         "Grüße aus der Küche 🙂👍🏽",
-        "你好，厨房的灯开着。",
+        "你好，厨房的灯开着。",  # noqa: RUF001 - a real Chinese comma
         "a\u202eb 🇫🇷 e\u0301",
     ],
 )
@@ -73,6 +73,7 @@ def test_text_resembling_a_stop_prefix_is_released_at_the_end(tokenizer: Tokeniz
 def test_special_tokens_add_no_text(tokenizer: Tokenizer) -> None:
     stream = TextStream(tokenizer)
     end = tokenizer.token_to_id("<|im_end|>")
+    assert end is not None
     out = [stream.push(i) for i in [*tokenizer.encode("good night").ids, end]]
     assert "".join(out) + stream.flush() == "good night"
 

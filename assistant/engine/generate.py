@@ -33,7 +33,7 @@ class GenerationRequest:
     id: str
     messages: tuple[tuple[str, str], ...]  # (role, content), system first when present
     max_tokens: int
-    sampling: SamplingParams = SamplingParams()
+    sampling: SamplingParams = field(default_factory=SamplingParams)
     stop: tuple[str, ...] = ()
 
 
