@@ -24,6 +24,8 @@ How GroupQueryAttention (CPU, separate past/present buffers) uses them:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -64,7 +66,9 @@ def present_value(i: int) -> str:
 def rotary_cache(config: LlamaConfig, max_positions: int) -> tuple[F32, F32]:
     """cos/sin tables [max_positions, head_dim / 2], the layout GQA's do_rotary expects."""
     half = config.head_dim // 2
-    inv_freq = 1.0 / (config.rope_theta ** (np.arange(half, dtype=np.float64) * 2 / config.head_dim))
+    inv_freq = 1.0 / (
+        config.rope_theta ** (np.arange(half, dtype=np.float64) * 2 / config.head_dim)
+    )
     angles = np.outer(np.arange(max_positions, dtype=np.float64), inv_freq)
     return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
 
@@ -81,10 +85,19 @@ class _GraphBuilder:
         self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
 
-    def node(self, op: str, inputs: list[str], name: str, n_out: int = 1,
-             outputs: list[str] | None = None, **attrs: object) -> list[str]:
+    def node(
+        self,
+        op: str,
+        inputs: list[str],
+        name: str,
+        n_out: int = 1,
+        outputs: list[str] | None = None,
+        **attrs: Any,
+    ) -> list[str]:
         outputs = outputs or [f"{name}/output_{k}" for k in range(n_out)]
-        domain = MS_DOMAIN if op in {"GroupQueryAttention", "SkipSimplifiedLayerNormalization"} else ""
+        domain = (
+            MS_DOMAIN if op in {"GroupQueryAttention", "SkipSimplifiedLayerNormalization"} else ""
+        )
         self.nodes.append(helper.make_node(op, inputs, outputs, name=name, domain=domain, **attrs))
         return outputs
 
@@ -100,15 +113,18 @@ class _GraphBuilder:
         """seqlens_k (int32 [B]) and total_sequence_length (int32 [1]) from the mask."""
         one = self.weight("/model/const_one", np.array(1, dtype=np.int64))
         axes = self.weight("/model/const_axes_1", np.array([1], dtype=np.int64))
-        (total,) = self.node("ReduceSum", [ATTENTION_MASK, axes], "/model/mask/ReduceSum", keepdims=0)
+        (total,) = self.node(
+            "ReduceSum", [ATTENTION_MASK, axes], "/model/mask/ReduceSum", keepdims=0
+        )
         (last,) = self.node("Sub", [total, one], "/model/mask/Sub")
         (seqlens,) = self.node("Cast", [last], "/model/mask/seqlens_k", to=TensorProto.INT32)
         (shape,) = self.node("Shape", [ATTENTION_MASK], "/model/mask/Shape", start=1, end=2)
         (total_len,) = self.node("Cast", [shape], "/model/mask/total_len", to=TensorProto.INT32)
         return seqlens, total_len
 
-    def attention(self, i: int, x: str, weights: LlamaWeights, mask: tuple[str, str],
-                  rotary: tuple[str, str]) -> str:
+    def attention(
+        self, i: int, x: str, weights: LlamaWeights, mask: tuple[str, str], rotary: tuple[str, str]
+    ) -> str:
         cfg, layer = self.config, weights.layers[i]
         # One packed QKV projection: GQA splits it itself when key/value inputs are empty.
         wqkv = np.concatenate([layer.wq, layer.wk, layer.wv], axis=0)
@@ -119,9 +135,13 @@ class _GraphBuilder:
         name = f"/model/layers.{i}/attn/GroupQueryAttention"
         inputs = [qkv, "", "", past_key(i), past_value(i), *mask, *rotary]
         attn, _, _ = self.node(
-            "GroupQueryAttention", inputs, name,
+            "GroupQueryAttention",
+            inputs,
+            name,
             outputs=[f"{name}/output_0", present_key(i), present_value(i)],
-            num_heads=cfg.n_heads, kv_num_heads=cfg.n_kv_heads, do_rotary=1,
+            num_heads=cfg.n_heads,
+            kv_num_heads=cfg.n_kv_heads,
+            do_rotary=1,
             rotary_interleaved=int(cfg.rope_interleaved),
             scale=float(1.0 / np.sqrt(cfg.head_dim)),
         )
@@ -142,13 +162,16 @@ class _GraphBuilder:
         outs = self.node(
             "SkipSimplifiedLayerNormalization",
             [x, residual, self.weight(f"{name}.weight", gamma)],
-            f"/{name}/SkipLayerNorm", n_out=4, epsilon=self.config.rms_eps,
+            f"/{name}/SkipLayerNorm",
+            n_out=4,
+            epsilon=self.config.rms_eps,
         )
         return outs[0], outs[3]
 
 
-def build_decoder(config: LlamaConfig, weights: LlamaWeights, max_positions: int | None = None
-                  ) -> onnx.ModelProto:
+def build_decoder(
+    config: LlamaConfig, weights: LlamaWeights, max_positions: int | None = None
+) -> onnx.ModelProto:
     """The FP32 decoder; rotary tables cover `max_positions` (default: the model's context)."""
     b = _GraphBuilder(config)
     positions = max_positions or config.context_length
@@ -160,18 +183,26 @@ def build_decoder(config: LlamaConfig, weights: LlamaWeights, max_positions: int
     (hidden,) = b.node("Gather", [embed, INPUT_IDS], EMBED_NODE)
     residual = hidden
     (x,) = b.node(
-        "SimplifiedLayerNormalization", [hidden, b.weight("model.layers.0.input_layernorm.weight",
-                                                          weights.layers[0].attn_norm)],
-        "/model/layers.0/input_layernorm/LayerNorm", axis=-1, epsilon=config.rms_eps, stash_type=1,
+        "SimplifiedLayerNormalization",
+        [hidden, b.weight("model.layers.0.input_layernorm.weight", weights.layers[0].attn_norm)],
+        "/model/layers.0/input_layernorm/LayerNorm",
+        axis=-1,
+        epsilon=config.rms_eps,
+        stash_type=1,
     )
     for i in range(config.n_layers):
         attn = b.attention(i, x, weights, mask, rotary)
-        x, residual = b.skip_norm(attn, residual, weights.layers[i].ffn_norm,
-                                  f"model.layers.{i}.post_attention_layernorm")
+        x, residual = b.skip_norm(
+            attn, residual, weights.layers[i].ffn_norm, f"model.layers.{i}.post_attention_layernorm"
+        )
         mlp = b.mlp(i, x, weights)
         if i + 1 < config.n_layers:
-            x, residual = b.skip_norm(mlp, residual, weights.layers[i + 1].attn_norm,
-                                      f"model.layers.{i + 1}.input_layernorm")
+            x, residual = b.skip_norm(
+                mlp,
+                residual,
+                weights.layers[i + 1].attn_norm,
+                f"model.layers.{i + 1}.input_layernorm",
+            )
         else:
             x, residual = b.skip_norm(mlp, residual, weights.output_norm, "model.norm")
 
@@ -183,10 +214,22 @@ def build_decoder(config: LlamaConfig, weights: LlamaWeights, max_positions: int
 
 
 def _assemble(config: LlamaConfig, b: _GraphBuilder) -> onnx.ModelProto:
-    kv_shape = ["batch_size", config.n_kv_heads, "past_sequence_length", config.head_dim]
-    present_shape = ["batch_size", config.n_kv_heads, "total_sequence_length", config.head_dim]
+    kv_shape: list[str | int] = [
+        "batch_size",
+        config.n_kv_heads,
+        "past_sequence_length",
+        config.head_dim,
+    ]
+    present_shape: list[str | int] = [
+        "batch_size",
+        config.n_kv_heads,
+        "total_sequence_length",
+        config.head_dim,
+    ]
     inputs = [
-        helper.make_tensor_value_info(INPUT_IDS, TensorProto.INT64, ["batch_size", "sequence_length"]),
+        helper.make_tensor_value_info(
+            INPUT_IDS, TensorProto.INT64, ["batch_size", "sequence_length"]
+        ),
         helper.make_tensor_value_info(
             ATTENTION_MASK, TensorProto.INT64, ["batch_size", "total_sequence_length"]
         ),
@@ -197,10 +240,14 @@ def _assemble(config: LlamaConfig, b: _GraphBuilder) -> onnx.ModelProto:
         )
     ]
     for i in range(config.n_layers):
-        inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, kv_shape)
-                   for n in (past_key(i), past_value(i))]
-        outputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, present_shape)
-                    for n in (present_key(i), present_value(i))]
+        inputs += [
+            helper.make_tensor_value_info(n, TensorProto.FLOAT, kv_shape)
+            for n in (past_key(i), past_value(i))
+        ]
+        outputs += [
+            helper.make_tensor_value_info(n, TensorProto.FLOAT, present_shape)
+            for n in (present_key(i), present_value(i))
+        ]
     graph = helper.make_graph(b.nodes, "decoder", inputs, outputs, b.initializers)
     model = helper.make_model(
         graph,

@@ -1,0 +1,67 @@
+"""ONNX Runtime's offline graph optimization, and the graph figures recorded in the manifest."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+from onnx import numpy_helper
+
+# Basic and extended optimizations rewrite the graph with portable ops only; "all" may
+# bake in layouts for the CPU that ran it, so a model folder copied elsewhere could break.
+OPTIMIZATION_LEVEL = "extended"
+
+
+@dataclass(frozen=True)
+class GraphStats:
+    """Node count and the FLOPs one token costs in the weight matmuls."""
+
+    nodes: int
+    op_counts: dict[str, int]
+    # 2*K*N per weight matmul; attention over the cache (4*layers*heads*head_dim per cached
+    # token) and elementwise ops are left out: they are small next to the matmuls.
+    flops_per_token: int
+
+
+def graph_stats(path: Path) -> GraphStats:
+    """Read the graph (not its weights) and count nodes and weight-matmul FLOPs."""
+    model = onnx.load(path, load_external_data=False)
+    shapes = {init.name: list(init.dims) for init in model.graph.initializer}
+    flops = 0
+    for node in model.graph.node:
+        if node.op_type == "MatMulNBits":
+            attrs = {a.name: a.i for a in node.attribute}
+            flops += 2 * attrs["K"] * attrs["N"]
+        elif node.op_type in {"MatMul", "FusedMatMul"} and node.input[1] in shapes:
+            dims = shapes[node.input[1]]
+            flops += 2 * dims[-2] * dims[-1]
+    counts = Counter(node.op_type for node in model.graph.node)
+    return GraphStats(
+        nodes=len(model.graph.node), op_counts=dict(sorted(counts.items())), flops_per_token=flops
+    )
+
+
+def optimize_offline(source: Path, target: Path, threads: int = 1) -> None:
+    """Save ORT's optimized graph for `source` as `target` (+ `target`.data)."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(target)
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry(
+        "session.optimized_model_external_initializers_file_name", target.name + ".data"
+    )
+    options.add_session_config_entry(
+        "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+    )
+    # Building the session is what writes the optimized file; the session itself is dropped.
+    ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+
+
+def count_parameters(path: Path) -> int:
+    """Number of float weights in an FP32 graph (for the manifest)."""
+    model = onnx.load(path, load_external_data=True)
+    return sum(numpy_helper.to_array(i).size for i in model.graph.initializer)

@@ -1,0 +1,69 @@
+"""Quality of a converted model against its FP32 reference: perplexity and top-1 agreement."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from assistant.model.feeds import prefill_logits
+
+# A short original text for the check `prepare` runs; the benchmark uses a longer one.
+BUILTIN_TEXT = (
+    "Before winter arrives, it is worth spending an afternoon getting the house ready. "
+    "Check the smoke alarms and replace their batteries, bleed the radiators so that they "
+    "heat evenly, and fit foam strips around draughty doors and windows. Clear the leaves "
+    "from the gutters, because blocked gutters send rain down the walls. In the kitchen, "
+    "empty the fridge, wipe the shelves and throw away anything past its date. Turning the "
+    "thermostat down by one degree saves energy, and closing the curtains at dusk keeps the "
+    "warmth inside. A short list of these jobs, done every autumn, keeps a home comfortable "
+    "and safe through the cold months."
+)
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    """How closely a candidate model follows the reference on one text."""
+
+    tokens: int
+    ppl_reference: float
+    ppl: float
+    ppl_ratio: float
+    top1_agreement: float
+
+    def as_dict(self) -> dict[str, float]:
+        """JSON-ready figures."""
+        return {k: float(v) for k, v in asdict(self).items()}
+
+
+def perplexity(logits: npt.NDArray[np.float32], token_ids: Sequence[int]) -> float:
+    """exp(mean NLL) of token t+1 given tokens 0..t, over the whole sequence."""
+    targets = np.asarray(token_ids[1:], dtype=np.int64)
+    total = 0.0
+    # Chunked log-softmax in float64: long texts times a 49k vocabulary are large.
+    for start in range(0, len(targets), 256):
+        chunk = logits[start : start + 256].astype(np.float64)[: len(targets) - start]
+        top = chunk.max(axis=-1, keepdims=True)
+        log_z = np.log(np.exp(chunk - top).sum(axis=-1)) + top[:, 0]
+        picked = chunk[np.arange(len(chunk)), targets[start : start + len(chunk)]]
+        total += float((log_z - picked).sum())
+    return float(np.exp(total / len(targets)))
+
+
+def compare(reference: Any, candidate: Any, token_ids: Sequence[int]) -> QualityReport:
+    """Run both sessions over the same tokens (one window) and compare their predictions."""
+    ref = prefill_logits(reference, token_ids)
+    ref_ppl, ref_top = perplexity(ref, token_ids), ref[:-1].argmax(axis=-1)
+    del ref  # a long text's logits are hundreds of MB; hold one set at a time
+    cand = prefill_logits(candidate, token_ids)
+    cand_ppl, cand_top = perplexity(cand, token_ids), cand[:-1].argmax(axis=-1)
+    return QualityReport(
+        tokens=len(token_ids),
+        ppl_reference=ref_ppl,
+        ppl=cand_ppl,
+        ppl_ratio=cand_ppl / ref_ppl,
+        top1_agreement=float((ref_top == cand_top).mean()),
+    )
