@@ -8,13 +8,14 @@ never fatal: the service must also run where the kernel or container lacks a fea
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import resource
 import signal
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from assistant.sandbox import _sys, landlock, seccomp
@@ -105,16 +106,10 @@ def _isolate_network_in_user_namespace(_: SandboxPolicy) -> LayerStatus:
         if err.errno == errno.EINVAL:
             return unavailable("unshare refused: the process already has threads")
         return unavailable(f"unshare(CLONE_NEWUSER|CLONE_NEWNET): {err.strerror}")
-    # A uid change made the process non-dumpable, which hands its /proc files to root;
-    # the maps can only be written while it is dumpable.
-    dumpable = _sys.prctl(_sys.PR_GET_DUMPABLE)
-    _sys.prctl(_sys.PR_SET_DUMPABLE, 1)
-    try:
+    with _dumpable():
         Path("/proc/self/setgroups").write_text("deny")
         Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1")
         Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
-    finally:
-        _sys.prctl(_sys.PR_SET_DUMPABLE, dumpable)
     # The new namespace gave this process every capability inside it: give them back.
     _sys.clear_capabilities()
     return active(f"new user+network namespaces, uid {uid} and gid {gid} mapped to themselves")
@@ -158,9 +153,26 @@ def _rlimit_core(_: SandboxPolicy) -> LayerStatus:
 
 
 def _oom_score_adj(_: SandboxPolicy) -> LayerStatus:
-    # Before the uid change: that makes /proc/self/* root-owned and unwritable.
-    Path("/proc/self/oom_score_adj").write_text("1000")
+    with _dumpable():
+        Path("/proc/self/oom_score_adj").write_text("1000")
     return active("1000: the kernel kills the worker first")
+
+
+@contextlib.contextmanager
+def _dumpable() -> Iterator[None]:
+    """Make the process dumpable for a moment, so that its /proc/self files are its own.
+
+    A uid change in this process (here or by whoever started it) makes it non-dumpable,
+    which hands /proc/self/* to root: then it cannot write its own maps or oom_score_adj.
+    """
+    dumpable = _sys.prctl(_sys.PR_GET_DUMPABLE)
+    if dumpable != 1:
+        _sys.prctl(_sys.PR_SET_DUMPABLE, 1)
+    try:
+        yield
+    finally:
+        if dumpable != 1:
+            _sys.prctl(_sys.PR_SET_DUMPABLE, dumpable)
 
 
 def _drop_uid(policy: SandboxPolicy) -> tuple[LayerStatus, LayerStatus]:

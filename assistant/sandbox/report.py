@@ -141,10 +141,16 @@ def default_read_paths(*extra: Path | str) -> tuple[Path, ...]:
     few /proc and /sys files onnxruntime's CPU detection reads. Add the model dir.
     """
     package_dir = Path(__file__).resolve().parents[1]
-    python = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix}
+    python = {
+        Path(sys.prefix),  # the venv
+        Path(sys.exec_prefix),
+        Path(sys.base_prefix) / "lib",  # libpython, the stdlib
+        Path(sys.base_exec_prefix) / "lib",
+    }
+    keys = ("stdlib", "platstdlib", "purelib", "platlib")
     candidates: Iterable[str | Path] = (
         *sorted(python),
-        *sorted({p for k, p in sysconfig.get_paths().items() if k != "scripts"}),
+        *sorted({Path(p) for k, p in sysconfig.get_paths().items() if k in keys}),
         package_dir,
         "/usr/lib",
         "/usr/lib64",
