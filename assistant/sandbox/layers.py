@@ -69,7 +69,7 @@ def apply_seccomp(report: SandboxReport) -> SandboxReport:
         _sys.prctl(_sys.PR_SET_NO_NEW_PRIVS, 1)  # idempotent; required for an unprivileged filter
         status = active(seccomp.install().describe())
     except OSError as err:
-        status = unavailable(f"{err.strerror or err}")
+        status = unavailable(str(err))
         _LOGGER.warning("sandbox layer seccomp unavailable: %s", status.detail)
     return report.with_layer("seccomp", status)
 
@@ -84,7 +84,7 @@ def _guard(layer: Callable[[SandboxPolicy], LayerStatus], policy: SandboxPolicy)
     try:
         return layer(policy)
     except OSError as err:
-        return unavailable(str(err.strerror or err))
+        return unavailable(str(err))
 
 
 def _isolate_network_as_root() -> LayerStatus | None:
@@ -246,7 +246,7 @@ def _build_landlock(policy: SandboxPolicy) -> landlock.Ruleset | LayerStatus:
     try:
         return landlock.build_ruleset(policy.read_paths, writable)
     except OSError as err:
-        return unavailable(f"building the Landlock ruleset: {err.strerror or err}")
+        return unavailable(f"building the Landlock ruleset: {err}")
 
 
 def _enforce_landlock(ruleset: landlock.Ruleset | LayerStatus) -> LayerStatus:
@@ -255,4 +255,4 @@ def _enforce_landlock(ruleset: landlock.Ruleset | LayerStatus) -> LayerStatus:
     try:
         return active(ruleset.enforce())
     except OSError as err:
-        return unavailable(f"landlock_restrict_self: {err.strerror or err}")
+        return unavailable(str(err))
