@@ -49,6 +49,35 @@ def cmd_doctor(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_ask(args: argparse.Namespace, config: Config) -> int:
+    from assistant.ask import AskOptions, run_ask  # noqa: PLC0415
+
+    options = AskOptions(
+        text=args.text, json=args.json, max_tokens=args.max_tokens, temperature=args.temperature
+    )
+    return run_ask(options, config, models_dir(config))
+
+
+def cmd_model(args: argparse.Namespace, config: Config) -> int:
+    from assistant.model.cli import run_model_command  # noqa: PLC0415
+
+    return run_model_command(args, models_dir(config))
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _temperature(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 2.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 2")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -70,6 +99,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
     doctor.set_defaults(func=cmd_doctor)
+
+    ask = sub.add_parser("ask", parents=[common], help="answer one prompt, no MQTT")
+    ask.add_argument("text", help="the prompt")
+    ask.add_argument("--json", action="store_true", help="print the contract's reply object")
+    ask.add_argument("--max-tokens", type=_positive_int, default=None, metavar="N")
+    ask.add_argument(
+        "--temperature", type=_temperature, default=None, metavar="T", help="0 = greedy"
+    )
+    ask.set_defaults(func=cmd_ask)
+
+    from assistant.model.cli import add_model_commands  # noqa: PLC0415
+
+    add_model_commands(sub, [common])
+    sub.choices["model"].set_defaults(func=cmd_model)
     return parser
 
 

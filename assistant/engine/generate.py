@@ -20,6 +20,8 @@ from assistant.engine.detokenize import TextStream
 from assistant.engine.sampling import SamplingParams, pick_token
 from assistant.errors import RequestError
 from assistant.model.chat import ChatTemplate
+from assistant.model.errors import ModelError
+from assistant.model.manager import ModelInstance
 
 # Prompt tokens prefilled per step while other rows are decoding: long enough to keep
 # prefill efficient, short enough that running rows stall for at most ~one prefill chunk.
@@ -97,6 +99,24 @@ class Engine:
         self.stop_ids = stop_ids
         self.context_tokens = context_tokens
         self.model_id = model_id
+
+    @classmethod
+    def from_model(cls, model: ModelInstance, context_tokens: int) -> Engine:
+        """An engine over a loaded model folder, its window capped by the plan."""
+        if model.chat is None:
+            raise ModelError(f"model {model.manifest.id} has no chat template")
+        stop = set(model.manifest.stop_token_ids)
+        for token_id in (model.manifest.eos_token_id, model.manifest.end_of_turn_token_id):
+            if token_id is not None:
+                stop.add(token_id)
+        return cls(
+            decoder=Decoder(model.session),
+            tokenizer=model.tokenizer,
+            chat=model.chat,
+            stop_ids=frozenset(stop),
+            context_tokens=min(context_tokens, model.manifest.context_length),
+            model_id=model.manifest.id,
+        )
 
     def prompt_ids(self, messages: Sequence[tuple[str, str]]) -> list[int]:
         text = self.chat.render_chat([{"role": r, "content": c} for r, c in messages])

@@ -1,0 +1,172 @@
+"""Generation on a real (tiny, random) ONNX model: the cache, batching, stops and limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from assistant.engine.decoder import Decoder
+from assistant.engine.generate import (
+    Batch,
+    Delta,
+    Engine,
+    Event,
+    Finished,
+    GenerationRequest,
+    GenerationResult,
+)
+from assistant.engine.sampling import SamplingParams
+from assistant.errors import RequestError
+from assistant.model.manager import ModelManager
+
+PROMPTS = ["hi", "the light is on in the kitchen", "turn the hall light off, please", "a"]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir: Path) -> Engine:
+    model = ModelManager(tiny_model_dir.parent).load_model(tiny_model_dir, threads=1)
+    return Engine.from_model(model, context_tokens=512)
+
+
+def request(text: str, max_tokens: int = 24, rid: str = "r", **kw: object) -> GenerationRequest:
+    return GenerationRequest(rid, (("user", text),), max_tokens, **kw)  # type: ignore[arg-type]
+
+
+def run(engine: Engine, req: GenerationRequest) -> tuple[list[Delta], GenerationResult]:
+    deltas: list[Delta] = []
+    final: list[GenerationResult] = []
+    for event in engine.generate(req):
+        if isinstance(event, Delta):
+            deltas.append(event)
+        else:
+            assert event.result is not None
+            final.append(event.result)
+    assert len(final) == 1
+    return deltas, final[0]
+
+
+def greedy_without_cache(engine: Engine, prompt: list[int], n: int) -> list[int]:
+    """Reference: recompute the whole sequence every step (no KV cache at all)."""
+    ids = list(prompt)
+    for _ in range(n):
+        logits, _ = engine.decoder.prefill(ids)
+        token = int(np.argmax(logits))
+        ids.append(token)
+        if token in engine.stop_ids:
+            break
+    return ids[len(prompt) :]
+
+
+def test_cached_greedy_matches_full_recompute(engine: Engine) -> None:
+    req = request(PROMPTS[1], max_tokens=20)
+    prompt = engine.prompt_ids(req.messages)
+    _, result = run(engine, req)
+    expected = greedy_without_cache(engine, prompt, 20)
+    assert result.usage.completion_tokens == len(expected)
+    assert result.text == engine.tokenizer.decode(expected, skip_special_tokens=True)
+
+
+def test_greedy_is_deterministic(engine: Engine) -> None:
+    assert run(engine, request(PROMPTS[2]))[1].text == run(engine, request(PROMPTS[2]))[1].text
+
+
+def test_streamed_deltas_concatenate_to_the_text(engine: Engine) -> None:
+    deltas, result = run(engine, request(PROMPTS[1], max_tokens=40))
+    assert [d.seq for d in deltas] == list(range(len(deltas)))
+    assert "".join(d.text for d in deltas) == result.text
+    assert result.usage.prompt_tokens == len(engine.prompt_ids(request(PROMPTS[1]).messages))
+
+
+def test_batch_rows_equal_rows_alone_when_joining_and_leaving(engine: Engine) -> None:
+    alone = {
+        f"r{i}": run(engine, request(p, 12 + 4 * i, f"r{i}"))[1] for i, p in enumerate(PROMPTS)
+    }
+    batch = Batch(engine, max_batch=4)
+    results: dict[str, GenerationResult] = {}
+    texts: dict[str, str] = {}
+
+    def collect(events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, Delta):
+                texts[event.id] = texts.get(event.id, "") + event.text
+            elif event.result is not None:
+                results[event.id] = event.result
+
+    # Requests join at different steps and, having different limits, leave at different steps.
+    for i, prompt in enumerate(PROMPTS):
+        batch.add(request(prompt, 12 + 4 * i, f"r{i}"))
+        for _ in range(3):
+            collect(batch.step())
+    peak = batch.active
+    while batch.busy:
+        collect(batch.step())
+    assert peak >= 2
+    for rid, result in alone.items():
+        assert results[rid].text == result.text
+        assert texts.get(rid, "") == result.text
+        assert results[rid].usage == result.usage
+
+
+def test_max_tokens_gives_finish_reason_length(engine: Engine) -> None:
+    no_eos = Engine(engine.decoder, engine.tokenizer, engine.chat, frozenset(), 512, "t")
+    _, result = run(no_eos, request(PROMPTS[0], max_tokens=5))
+    assert (result.usage.completion_tokens, result.finish_reason) == (5, "length")
+
+
+def test_stop_string_ends_the_reply(engine: Engine) -> None:
+    _, full = run(engine, request(PROMPTS[1], max_tokens=40))
+    assert len(full.text) > 6
+    stop = full.text[3:6]
+    cut = full.text[: full.text.index(stop)]
+    deltas, result = run(engine, request(PROMPTS[1], max_tokens=40, stop=(stop,)))
+    assert result.text == cut
+    assert result.finish_reason == "stop"
+    assert "".join(d.text for d in deltas) == cut
+
+
+def test_prompt_too_long_is_refused_before_running(engine: Engine) -> None:
+    small = Engine(engine.decoder, engine.tokenizer, engine.chat, engine.stop_ids, 16, "tiny")
+    with pytest.raises(RequestError) as err:
+        Batch(small, 1).add(request("the light is on in the kitchen " * 4))
+    assert err.value.code == "prompt_too_long"
+    assert "window is 16" in err.value.message
+
+
+def test_reply_is_capped_by_the_context_window(engine: Engine) -> None:
+    req = request(PROMPTS[0], max_tokens=400)
+    n_prompt = len(engine.prompt_ids(req.messages))
+    small = Engine(engine.decoder, engine.tokenizer, engine.chat, frozenset(), n_prompt + 3, "t")
+    _, result = run(small, req)
+    assert (result.usage.completion_tokens, result.finish_reason) == (3, "length")
+
+
+def test_cancel_running_and_queued(engine: Engine) -> None:
+    batch = Batch(engine, max_batch=1)
+    batch.add(request(PROMPTS[1], 100, "running"))
+    batch.add(request(PROMPTS[2], 100, "queued"))
+    events = batch.step() + batch.step()
+    assert batch.cancel("running") and batch.cancel("queued")
+    assert not batch.cancel("unknown")
+    while batch.busy:
+        events += batch.step()
+    finished = {e.id: e.result for e in events if isinstance(e, Finished) and e.result}
+    assert finished["running"].finish_reason == "cancelled"
+    assert finished["queued"].finish_reason == "cancelled"
+    assert finished["queued"].usage.completion_tokens == 0
+    assert finished["running"].text == "".join(
+        e.text for e in events if isinstance(e, Delta) and e.id == "running"
+    )
+
+
+def test_sampling_with_a_seed_is_reproducible(engine: Engine) -> None:
+    params = SamplingParams(temperature=1.0, top_p=0.9, seed=7)
+    first = run(engine, request(PROMPTS[2], sampling=params))[1].text
+    assert first == run(engine, request(PROMPTS[2], sampling=params))[1].text
+
+
+def test_decoder_reads_shapes_from_the_graph(engine: Engine) -> None:
+    decoder: Decoder = engine.decoder
+    assert (decoder.n_layers, decoder.n_kv_heads, decoder.head_dim) == (2, 2, 16)
+    assert decoder.kv_bytes_per_token() == 2 * 2 * 2 * 16 * 4
