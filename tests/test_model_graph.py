@@ -15,6 +15,7 @@ from assistant.model.graph import build_decoder
 from assistant.model.optimize import optimize_offline
 from assistant.model.quantize import quantize_int8
 from assistant.model.session import open_session
+from assistant.model.smooth import collect_stats, smooth
 from tests.test_model_tiny_gguf import TinySpec, TinyWeights, reference_logits, write_tiny_gguf
 
 PROMPT = [5, 80, 120, 260, 7, 33, 150, 299 - 1, 42, 9]
@@ -137,3 +138,33 @@ def _check_batch(session: Any) -> None:
         lengths = [n + 1 for n in lengths]
         np.testing.assert_allclose(logits[0, 0], alone_long[len(long) + step], atol=1e-5)
         np.testing.assert_allclose(logits[1, 0], alone_short[len(short) + step], atol=1e-5)
+
+
+def test_smoothing_keeps_the_fp32_function(tmp_path: Path) -> None:
+    """Channel scales folded into norms / up / v projections change no FP32 output."""
+    spec = TinySpec(arch="qwen2")  # with biases: v's bias must be rescaled too
+    weights = write_tiny_gguf(tmp_path / "tiny.gguf", spec)
+    model = load_gguf(tmp_path / "tiny.gguf")
+    plain = build_decoder(model.config, model.weights)
+    onnx.save_model(
+        plain,
+        tmp_path / "plain.onnx",
+        save_as_external_data=True,
+        location="plain.onnx.data",
+        size_threshold=1024,
+    )
+    stats = collect_stats(tmp_path / "plain.onnx", PROMPT, model.config)
+    assert stats[0].down_in.shape == (spec.ffn,) and float(stats[0].attn_in.max()) > 0
+    smoothed = smooth(model.config, model.weights, stats)
+    assert not np.allclose(smoothed.layers[0].w_down, model.weights.layers[0].w_down)
+    onnx.save_model(
+        build_decoder(model.config, smoothed),
+        tmp_path / "smooth.onnx",
+        save_as_external_data=True,
+        location="smooth.onnx.data",
+        size_threshold=1024,
+    )
+    session = open_session(tmp_path / "smooth.onnx", threads=1)
+    expected = reference_logits(weights, PROMPT + CONTINUATION)
+    assert _rel_err(_generate_logits(session, PROMPT, CONTINUATION), expected) < 1e-4
+    assert not (tmp_path / "calibration.onnx").exists()

@@ -29,6 +29,8 @@ from assistant.model.optimize import OPTIMIZATION_LEVEL, graph_stats, optimize_o
 from assistant.model.quality import BUILTIN_TEXT, QualityReport, compare
 from assistant.model.quantize import ACCURACY_LEVEL, EMBED_BLOCK, quantize_int8
 from assistant.model.session import open_session
+from assistant.model.smooth import ALPHA as SMOOTH_ALPHA
+from assistant.model.smooth import CALIBRATION_TEXT, collect_stats, smooth
 from assistant.model.tokenizer import build_tokenizer
 
 _LOGGER = logging.getLogger(__name__)
@@ -110,6 +112,7 @@ def _manifest(
             "block_size": INT8_BLOCK_SIZE,
             "symmetric": True,
             "accuracy_level": ACCURACY_LEVEL,
+            "smoothing": f"SmoothQuant alpha={SMOOTH_ALPHA}, calibrated on the built-in text",
             "embedding": f"GatherBlockQuantized bits=8 block={EMBED_BLOCK}"
             + (", shared with the LM head" if config.tied_embeddings else ""),
         }
@@ -145,11 +148,16 @@ def _build(
     step("quantize")
     if precision == "int8":
         raw = work / "int8" / MODEL_FILE
-        _save(quantize_int8(onnx.load(work / "fp32" / MODEL_FILE), INT8_BLOCK_SIZE), raw)
+        ids = build_tokenizer(gguf.vocab).encode(CALIBRATION_TEXT).ids
+        stats = collect_stats(work / "fp32" / MODEL_FILE, ids, gguf.config)
+        smoothed = build_decoder(gguf.config, smooth(gguf.config, gguf.weights, stats))
+        _save(quantize_int8(smoothed, INT8_BLOCK_SIZE), raw)
+        del smoothed
     step("optimize")
     out.mkdir()
     optimize_offline(raw, out / MODEL_FILE)
-    build_tokenizer(gguf.vocab).save(str(out / TOKENIZER_FILE))
+    # Compact JSON: the pretty-printed form is twice the size (3.5 MB for a 49k vocab).
+    build_tokenizer(gguf.vocab).save(str(out / TOKENIZER_FILE), pretty=False)
     before, after = graph_stats(raw), graph_stats(out / MODEL_FILE)
     graph = {
         "optimization_level": OPTIMIZATION_LEVEL,

@@ -1,0 +1,141 @@
+"""SmoothQuant-style channel scaling before INT8: move activation outliers into the weights.
+
+MatMulNBits' fast CPU kernel (accuracy_level 4) quantizes its *input* to int8 in blocks of
+32 channels; a few channels with huge activations (after RMSNorm gammas, and into the down
+projections) then swamp the rest of their block. Dividing such a channel by s and
+multiplying the matching weight column by s leaves the FP32 function unchanged, and with
+s = max|x|^a / max|W|^(1-a) spreads the difficulty between activations and weights.
+
+The 1/s is folded into whatever produces the activation, so no op is added:
+- qkv and gate/up inputs: the preceding RMSNorm gamma;
+- down_proj input (silu(gate) * up): the rows of up_proj;
+- o_proj input (attention output): the rows of v_proj; one scale per KV-head channel,
+  shared by the query heads that read that KV head.
+The LM head is left alone: its weight is the (tied) embedding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from assistant.model.gguf_loader import F32, LayerWeights, LlamaConfig, LlamaWeights
+from assistant.model.graph import ATTENTION_MASK, INPUT_IDS
+
+ALPHA = 0.5  # 0.3 / 0.5 / 0.7 measured; 0.5 keeps the most top-1 agreement on SmolLM2
+# Calibration input: distinct from the texts that quality is measured on. A chat turn and
+# prose, so that the ChatML markers' activations are seen too.
+CALIBRATION_TEXT = (
+    "<|im_start|>system\nYou are a helpful home assistant.<|im_end|>\n<|im_start|>user\n"
+    "The living room feels cold in the evening. What should I check first?<|im_end|>\n"
+    "<|im_start|>assistant\nStart with the windows and the front door. Feel along the frames "
+    "for draughts, and fit foam strips where cold air comes in. Close the curtains as soon as "
+    "it gets dark, and keep furniture away from the radiators so that warm air can move "
+    "around the room. If a radiator is cold at the top, it needs bleeding.<|im_end|>\n"
+    "Spring is a good time to wash windows, clear out the shed and check the garden hose for "
+    "cracks. In summer, shade south-facing rooms during the day and open windows on both "
+    "sides of the house at night to let cool air through. A dishwasher run only when full, "
+    "at 50 degrees, uses less water than washing the same dishes by hand; 3 or 4 loads a "
+    "week are enough for most families of four."
+)
+# Input name of each smoothed projection's MatMul in graph.py, per layer.
+_PROJECTIONS = {
+    "attn_in": "/model.layers.{i}.attn.qkv_proj/MatMul",
+    "attn_out": "/model.layers.{i}.attn.o_proj/MatMul",
+    "ffn_in": "/model.layers.{i}.mlp.gate_proj/MatMul",
+    "down_in": "/model.layers.{i}.mlp.down_proj/MatMul",
+}
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """Per-channel max |activation| at the inputs of one layer's projections."""
+
+    attn_in: F32
+    attn_out: F32
+    ffn_in: F32
+    down_in: F32
+
+
+def collect_stats(fp32_model: Path, token_ids: list[int], config: LlamaConfig) -> list[LayerStats]:
+    """Run the FP32 graph on calibration tokens with the projection inputs exposed."""
+    from assistant.model.feeds import empty_past  # noqa: PLC0415
+    from assistant.model.session import open_session  # noqa: PLC0415
+
+    model = onnx.load(fp32_model, load_external_data=False)
+    inputs = {node.name: node.input[0] for node in model.graph.node}
+    wanted = [
+        inputs[pattern.format(i=i)]
+        for i in range(config.n_layers)
+        for pattern in _PROJECTIONS.values()
+    ]
+    model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in wanted)
+    # Saved beside the original so its external-data reference still resolves.
+    probe = fp32_model.with_name("calibration.onnx")
+    onnx.save_model(model, probe)
+    try:
+        session = open_session(probe, threads=None)
+        ids = np.asarray([token_ids], dtype=np.int64)
+        feeds = {INPUT_IDS: ids, ATTENTION_MASK: np.ones_like(ids), **empty_past(session, 1)}
+        values = session.run(wanted, feeds)
+    finally:
+        probe.unlink(missing_ok=True)
+    maxima = [np.abs(v).reshape(-1, v.shape[-1]).max(axis=0).astype(np.float32) for v in values]
+    k = len(_PROJECTIONS)
+    return [LayerStats(*maxima[i * k : (i + 1) * k]) for i in range(config.n_layers)]
+
+
+def _scales(act_max: F32, weight_max: F32, alpha: float) -> F32:
+    act = np.maximum(act_max, 1e-5)
+    weight = np.maximum(weight_max, 1e-5)
+    scales = act**alpha / weight ** (1.0 - alpha)
+    return np.clip(scales, 1e-2, 1e2).astype(np.float32)
+
+
+def _col_max(*matrices: F32) -> F32:
+    """Max |w| per input channel of [out, in] matrices."""
+    out: F32 = np.max([np.abs(m).max(axis=0) for m in matrices], axis=0).astype(np.float32)
+    return out
+
+
+def _smooth_layer(
+    cfg: LlamaConfig, layer: LayerWeights, stats: LayerStats, alpha: float
+) -> LayerWeights:
+    s_qkv = _scales(stats.attn_in, _col_max(layer.wq, layer.wk, layer.wv), alpha)
+    s_ffn = _scales(stats.ffn_in, _col_max(layer.w_gate, layer.w_up), alpha)
+    s_down = _scales(stats.down_in, _col_max(layer.w_down), alpha)
+
+    group = cfg.n_heads // cfg.n_kv_heads
+    per_head = (cfg.n_kv_heads, group, cfg.head_dim)
+    act_o = stats.attn_out.reshape(per_head).max(axis=1)
+    weight_o = _col_max(layer.wo).reshape(per_head).max(axis=1)
+    s_kv = _scales(act_o.reshape(-1), weight_o.reshape(-1), alpha)  # [n_kv * head_dim]
+    s_o = np.repeat(s_kv.reshape(cfg.n_kv_heads, 1, cfg.head_dim), group, axis=1).reshape(-1)
+
+    return replace(
+        layer,
+        attn_norm=layer.attn_norm / s_qkv,
+        wq=layer.wq * s_qkv,
+        wk=layer.wk * s_qkv,
+        wv=(layer.wv * s_qkv) / s_kv[:, None],
+        bv=None if layer.bv is None else layer.bv / s_kv,
+        wo=layer.wo * s_o,
+        ffn_norm=layer.ffn_norm / s_ffn,
+        w_gate=layer.w_gate * s_ffn,
+        w_up=(layer.w_up * s_ffn) / s_down[:, None],
+        w_down=layer.w_down * s_down,
+    )
+
+
+def smooth(
+    config: LlamaConfig, weights: LlamaWeights, stats: list[LayerStats], alpha: float = ALPHA
+) -> LlamaWeights:
+    """New weights computing the same function with flatter activations (inputs untouched)."""
+    layers = [
+        _smooth_layer(config, layer, layer_stats, alpha)
+        for layer, layer_stats in zip(weights.layers, stats, strict=True)
+    ]
+    return replace(weights, layers=layers)
