@@ -1,23 +1,28 @@
-"""`edge-assistant ask`: one prompt through the same engine the service uses, no MQTT."""
+"""`edge-assistant ask`: one prompt through the same sandboxed worker the service uses."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from assistant.config import Config
-from assistant.engine.generate import Delta, Engine, GenerationRequest
+from assistant.engine.generate import Delta, GenerationRequest
 from assistant.engine.sampling import SamplingParams
-from assistant.errors import RequestError
 from assistant.hardware import Probe
 from assistant.model.errors import ModelError
 from assistant.model.manager import ModelManager
 from assistant.models_present import candidate_models
 from assistant.plan import PlanError, make_plan
 from assistant.replies import error_payload, reply_payload
+from assistant.worker.launch import start_spec
+from assistant.worker.supervisor import Supervisor, WorkerStartError
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -28,16 +33,7 @@ class AskOptions:
     temperature: float | None = None
 
 
-def run_ask(options: AskOptions, config: Config, models_dir: Path) -> int:
-    """Answer one prompt; stream text to stdout (or print the reply object with --json)."""
-    facts = Probe().facts(models_dir)
-    try:
-        plan = make_plan(facts, config, candidate_models(models_dir))
-        model = ModelManager(models_dir).load_model(plan.model.id, threads=plan.threads)
-    except (PlanError, ModelError) as err:
-        print(f"edge-assistant: {err}", file=sys.stderr)
-        return 1
-    engine = Engine.from_model(model, plan.context_tokens)
+def build_request(options: AskOptions, config: Config) -> GenerationRequest:
     eng = config.engine
     max_tokens = min(options.max_tokens or eng.max_tokens, eng.max_tokens)
     temperature = eng.temperature if options.temperature is None else options.temperature
@@ -45,27 +41,56 @@ def run_ask(options: AskOptions, config: Config, models_dir: Path) -> int:
     if eng.system_prompt:
         messages.append(("system", eng.system_prompt))
     messages.append(("user", options.text))
-    request = GenerationRequest(
+    return GenerationRequest(
         id=uuid.uuid4().hex[:12],
         messages=tuple(messages),
         max_tokens=max_tokens,
         sampling=SamplingParams(temperature=temperature),
     )
+
+
+def run_ask(options: AskOptions, config: Config, models_dir: Path) -> int:
+    """Answer one prompt; stream text to stdout (or print the reply object with --json)."""
+    facts = Probe().facts(models_dir)
     try:
-        for event in engine.generate(request):
+        plan = make_plan(facts, config, candidate_models(models_dir))
+        folder = ModelManager(models_dir).resolve(plan.model.id)
+    except (PlanError, ModelError) as err:
+        print(f"edge-assistant: {err}", file=sys.stderr)
+        return 1
+    return asyncio.run(_ask(options, config, start_spec(plan, config, folder)))
+
+
+async def _ask(options: AskOptions, config: Config, spec: object) -> int:
+    from assistant.worker.protocol import StartSpec  # noqa: PLC0415
+
+    assert isinstance(spec, StartSpec)
+    supervisor = Supervisor(spec, log_level=config.log_level)
+    try:
+        hello = await supervisor.start()
+    except WorkerStartError as err:
+        print(f"edge-assistant: {err}", file=sys.stderr)
+        return 1
+    request = build_request(options, config)
+    code = 0
+    try:
+        async for event in supervisor.submit(request).stream():
             if isinstance(event, Delta):
                 if not options.json:
                     sys.stdout.write(event.text)
                     sys.stdout.flush()
             elif event.result is not None:
                 if options.json:
-                    print(json.dumps(reply_payload(event.result, engine.model_id)))
+                    print(json.dumps(reply_payload(event.result, hello.model_id)))
                 else:
                     sys.stdout.write("\n")
-    except RequestError as err:
-        if options.json:
-            print(json.dumps(error_payload(request.id, err)))
-        else:
-            print(f"edge-assistant: {err.code}: {err.message}", file=sys.stderr)
-        return 1
-    return 0
+            elif event.error is not None:
+                code = 1
+                if options.json:
+                    print(json.dumps(error_payload(request.id, event.error)))
+                else:
+                    print(f"edge-assistant: {event.error.code}: {event.error.message}",
+                          file=sys.stderr)
+    finally:
+        await supervisor.stop()
+    return code

@@ -81,3 +81,17 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source = tmp_path_factory.mktemp("tiny-src") / "Tiny-Chat.Q8_0.gguf"
     write_tiny_gguf(source)
     return prepare_model(tmp_path_factory.mktemp("tiny-models"), source, "fp32")
+
+
+DEFAULT_MODEL_ID = "smollm2-135m-instruct-int8"
+
+
+@pytest.fixture(scope="session")
+def real_model_dir() -> Path:
+    """The real default model, prepared by scripts/setup.sh; missing is a failure, not a skip."""
+    from assistant.model.paths import default_models_dir  # noqa: PLC0415
+
+    folder = default_models_dir() / DEFAULT_MODEL_ID
+    if not (folder / "manifest.json").is_file():
+        pytest.fail(f"{folder} is missing: run `edge-assistant model prepare` first")
+    return folder

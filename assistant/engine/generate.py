@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -21,7 +22,9 @@ from assistant.engine.sampling import SamplingParams, pick_token
 from assistant.errors import RequestError
 from assistant.model.chat import ChatTemplate
 from assistant.model.errors import ModelError
-from assistant.model.manager import ModelInstance
+
+if TYPE_CHECKING:
+    from assistant.model.manager import ModelInstance
 
 # Prompt tokens prefilled per step while other rows are decoding: long enough to keep
 # prefill efficient, short enough that running rows stall for at most ~one prefill chunk.
@@ -179,6 +182,11 @@ class Batch:
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    @property
+    def ids(self) -> list[str]:
+        """Ids of every request not yet finished, waiting or running."""
+        return [r.request.id for r in (*self._pending, *self._active)]
 
     def add(self, request: GenerationRequest, queued_at: float | None = None) -> None:
         """Queue a request; raises RequestError(prompt_too_long) before any work is done."""

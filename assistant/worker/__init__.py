@@ -1,0 +1,1 @@
+"""The sandboxed inference worker: a separate program the service supervises."""

@@ -1,0 +1,205 @@
+"""The worker program: confine itself, load the model, then serve generate/cancel frames.
+
+Runs as `python -m assistant.worker --fd N`, N being its end of a socketpair. It logs only
+to stderr. One thread: between decode steps it drains waiting frames, so a cancel takes
+effect within one token and new requests join the running batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import select
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from assistant import ipc
+from assistant.worker.protocol import StartSpec
+
+if TYPE_CHECKING:
+    from assistant.engine.generate import Batch
+
+LOG = logging.getLogger("assistant.worker")
+EXIT_OK = 0
+EXIT_FATAL = 1
+EXIT_OUT_OF_MEMORY = 3  # the parent recycles the worker and reports engine_failure
+# onnxruntime reports a failed allocation as a generic runtime error with one of these.
+ALLOCATION_ERRORS = ("bad_alloc", "Failed to allocate", "failed to allocate", "out of memory")
+
+
+def _policy_and_order(spec: StartSpec) -> tuple[Any, bool]:
+    """The sandbox policy, and whether it can go up before the model loads (the order
+    reliability.md gives): only when the unprivileged uid can read Python and the model."""
+    from assistant.sandbox import SandboxPolicy, default_read_paths  # noqa: PLC0415
+    from assistant.sandbox.layers import _reachable  # noqa: PLC0415
+
+    model_dir = Path(spec.model_path)
+    policy = SandboxPolicy(
+        read_paths=default_read_paths(model_dir),
+        scratch_dir=Path(spec.scratch_dir) if spec.scratch_dir else None,
+        memory_bytes=spec.memory_bytes,
+        max_tasks=max(256, spec.threads * 8),
+    )
+    needed = (Path(sys.base_prefix) / "lib", Path(sys.prefix), model_dir)
+    early = os.geteuid() != 0 or all(_reachable(p, policy.uid, policy.gid) for p in needed)
+    return policy, early
+
+
+def _sandbox_then_load(spec: StartSpec) -> tuple[Any, dict[str, Any]]:
+    """Confine this process and load the model, in the safest order this machine allows.
+    Returns the engine and the sandbox report for the hello message."""
+    if not spec.sandbox:
+        return _load(spec), {"enabled": False}
+    from assistant.sandbox import apply_sandbox, apply_seccomp  # noqa: PLC0415
+
+    policy, early = _policy_and_order(spec)
+    if early:
+        report = apply_sandbox(policy)
+        engine = _load(spec)
+    else:
+        engine = _load(spec)
+        report = apply_sandbox(policy)
+    # Last, once nothing more is loaded: the filter is a deny-list for the steady state.
+    report = apply_seccomp(report)
+    order = (
+        "sandbox, then model load"
+        if early
+        else "model load, then sandbox: the unprivileged uid cannot read Python or the model"
+    )
+    return engine, {"enabled": True, "order": order, **report.to_payload()}
+
+
+def _load(spec: StartSpec) -> Any:
+    """Load the model and run one short warm-up generation through every code path a
+    request takes: lazy imports (numpy.random, tokenizers, jinja2) happen now, while the
+    files are still reachable, and the first real request pays no first-call costs."""
+    from assistant.engine.generate import Batch, Engine, GenerationRequest  # noqa: PLC0415
+    from assistant.engine.sampling import SamplingParams  # noqa: PLC0415
+    from assistant.errors import RequestError  # noqa: PLC0415, F401 - imported for the loop
+    from assistant.model.manager import ModelInstance  # noqa: PLC0415
+    from assistant.worker import protocol  # noqa: PLC0415, F401 - imported for the loop
+
+    model = ModelInstance.load(Path(spec.model_path), threads=spec.threads)
+    engine = Engine.from_model(model, spec.context_tokens)
+    sampling = SamplingParams(temperature=0.7, top_k=20, top_p=0.9, repetition_penalty=1.1)
+    warmup = Batch(engine, 1)
+    warmup.add(GenerationRequest("warmup", (("user", "Hi"),), 2, sampling, ("\n\n",)))
+    while warmup.busy:
+        warmup.step()
+    return engine
+
+
+def serve(sock: socket.socket) -> int:
+    """The worker's life: start frame, sandbox + load, hello, then the request loop."""
+    started = time.perf_counter()
+    spec = StartSpec.from_payload(ipc.recv_frame(sock))
+    engine, sandbox = _sandbox_then_load(spec)
+    from assistant.engine.generate import Batch  # noqa: PLC0415
+    from assistant.worker.protocol import Hello  # noqa: PLC0415
+
+    hello = Hello(
+        pid=os.getpid(),
+        model_id=engine.model_id,
+        context_tokens=engine.context_tokens,
+        load_ms=round((time.perf_counter() - started) * 1000, 1),
+        sandbox=sandbox,
+    )
+    ipc.send_frame(sock, hello.to_payload())
+    batch = Batch(engine, spec.max_batch, spec.kv_budget_bytes)
+    return _loop(sock, batch, spec)
+
+
+def _loop(sock: socket.socket, batch: Batch, spec: StartSpec) -> int:
+    from assistant.engine.generate import Delta  # noqa: PLC0415
+    from assistant.errors import RequestError  # noqa: PLC0415
+    from assistant.worker.protocol import request_from_payload, result_payload  # noqa: PLC0415
+
+    while True:
+        # Block when idle; only peek between decode steps when busy.
+        timeout = 0.0 if batch.busy else None
+        while select.select([sock], [], [], timeout)[0]:
+            frame = ipc.recv_frame(sock)
+            kind = frame.get("type")
+            if kind == "shutdown":
+                return EXIT_OK
+            if kind == "cancel":
+                batch.cancel(str(frame.get("id")))
+            elif kind == "generate":
+                request = request_from_payload(frame)
+                if spec.debug_hang_text is not None and any(
+                    text == spec.debug_hang_text for _, text in request.messages
+                ):
+                    _hang_in_native_code()
+                try:
+                    batch.add(request)
+                except RequestError as err:
+                    ipc.send_frame(sock, {"type": "error", "id": request.id, **err.to_payload()})
+            timeout = 0.0
+        if not batch.busy:
+            continue
+        try:
+            events = batch.step()
+        except MemoryError:
+            return _out_of_memory(sock, batch, "MemoryError")
+        except RuntimeError as err:  # onnxruntime's Fail/RuntimeException derive from it
+            if any(marker in str(err) for marker in ALLOCATION_ERRORS):
+                return _out_of_memory(sock, batch, str(err)[:200])
+            raise
+        for event in events:
+            if isinstance(event, Delta):
+                ipc.send_frame(
+                    sock, {"type": "delta", "id": event.id, "seq": event.seq, "text": event.text}
+                )
+            elif event.result is not None:
+                ipc.send_frame(sock, result_payload(event.result))
+
+
+def _out_of_memory(sock: socket.socket, batch: Batch, detail: str) -> int:
+    """Fail every request this worker holds, then exit so the parent starts a fresh one."""
+    LOG.error("allocation failed (%s): failing %d request(s), exiting", detail, len(batch.ids))
+    for request_id in batch.ids:
+        ipc.send_frame(
+            sock,
+            {
+                "type": "error",
+                "id": request_id,
+                "code": "engine_failure",
+                "message": "the model ran out of memory on this request; the worker restarted",
+            },
+        )
+    return EXIT_OUT_OF_MEMORY
+
+
+def _hang_in_native_code() -> None:
+    """Block in libc, where Python cannot interrupt: stands in for a stuck native call."""
+    import ctypes  # noqa: PLC0415
+
+    ctypes.CDLL(None).sleep(3600)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m assistant.worker")
+    parser.add_argument("--fd", type=int, required=True, help="this end of the IPC socketpair")
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s worker[%(process)d] %(name)s: %(message)s",
+    )
+    sock = socket.socket(fileno=args.fd)
+    try:
+        return serve(sock)
+    except ipc.ChannelClosed:
+        return EXIT_OK  # the parent went away: nothing left to answer
+    except Exception as err:
+        LOG.exception("worker failed")
+        try:
+            ipc.send_frame(sock, {"type": "fatal", "message": f"{type(err).__name__}: {err}"})
+        except OSError:
+            pass
+        return EXIT_FATAL

@@ -1,0 +1,271 @@
+"""The sandboxed worker as a real process: what it exposes, and surviving its deaths."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from assistant.engine.generate import Delta, Finished, GenerationRequest
+from assistant.worker.protocol import StartSpec
+from assistant.worker.supervisor import Supervisor
+
+SECRET = "s3cret-token-that-must-not-leak"
+
+
+def spec(model: Path, **kw: object) -> StartSpec:
+    base: dict[str, object] = {
+        "model_path": str(model),
+        "threads": 1,
+        "context_tokens": 512,
+        "max_batch": 4,
+        "kv_budget_bytes": 64 << 20,
+    }
+    base.update(kw)
+    return StartSpec(**base)  # type: ignore[arg-type]
+
+
+def req(i: int | str, text: str = "hello", max_tokens: int = 8) -> GenerationRequest:
+    return GenerationRequest(f"r{i}", (("user", f"{text} {i}"),), max_tokens)
+
+
+async def finish(handle_stream: object) -> Finished:
+    last = None
+    async for event in handle_stream:  # type: ignore[attr-defined]
+        last = event
+    assert isinstance(last, Finished)
+    return last
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
+
+
+def test_worker_from_outside(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPERVISOR_TOKEN", SECRET)
+    monkeypatch.setenv("EDGE_ASSISTANT_MQTT_PASSWORD", SECRET)
+
+    async def scenario() -> None:
+        sup = Supervisor(spec(tiny_model_dir))
+        hello = await sup.start()
+        try:
+            assert sup.pid == hello.pid
+            layers = hello.sandbox["layers"]
+            print("sandbox layers on this machine:", json.dumps(layers))
+            status = proc_status(hello.pid)
+            if layers["no_new_privs"] == "active":
+                assert status["NoNewPrivs"] == "1"
+            if layers["seccomp"] == "active":
+                assert status["Seccomp"] == "2"
+            if os.geteuid() == 0:
+                assert layers["uid"] == "active"
+                assert status["Uid"].split()[0] != "0"
+            environ = Path(f"/proc/{hello.pid}/environ").read_bytes()
+            assert SECRET.encode() not in environ
+            assert b"SUPERVISOR_TOKEN" not in environ
+            fds = [os.readlink(p) for p in Path(f"/proc/{hello.pid}/fd").iterdir()]
+            assert sum(link.startswith("socket:") for link in fds) == 1
+            # And it still answers after all that.
+            done = await finish(sup.submit(req(1)).stream())
+            assert done.result is not None and done.result.usage.completion_tokens > 0
+        finally:
+            await sup.stop()
+
+    asyncio.run(scenario())
+
+
+def test_chaos_every_request_gets_exactly_one_final(tiny_model_dir: Path) -> None:
+    async def scenario() -> tuple[Counter[str], int, int]:
+        sup = Supervisor(spec(tiny_model_dir), backoff_s=(0.01, 0.2))
+        await sup.start()
+        finals: Counter[str] = Counter()
+        outcomes: Counter[str] = Counter()
+        kills = 0
+        startup_kills = 0
+
+        async def consume(i: int) -> None:
+            handle = sup.submit(req(i, max_tokens=random.randint(1, 12)))
+            text = ""
+            async for event in handle.stream():
+                if isinstance(event, Delta):
+                    text += event.text
+                else:
+                    finals[event.id] += 1
+                    if event.result is not None:
+                        assert event.result.text == text  # deltas add up after retries too
+                        outcomes[event.result.finish_reason] += 1
+                    else:
+                        assert event.error is not None
+                        outcomes[event.error.code] += 1
+
+        async def chaos() -> None:
+            nonlocal kills, startup_kills
+            rng = random.Random(1234)
+            while kills < 20:
+                await asyncio.sleep(rng.uniform(0.01, 0.15))
+                if sup.pid is None:
+                    continue
+                if rng.random() < 0.3 and not sup._ready.is_set():  # noqa: SLF001
+                    startup_kills += 1
+                os.kill(sup.pid, signal.SIGKILL)
+                kills += 1
+                if rng.random() < 0.3:  # sometimes kill the next one while it starts up
+                    for _ in range(100):
+                        await asyncio.sleep(0.005)
+                        if sup.pid is not None and sup.hello and sup.pid != sup.hello.pid:
+                            os.kill(sup.pid, signal.SIGKILL)
+                            startup_kills += 1
+                            kills += 1
+                            break
+
+        killer = asyncio.create_task(chaos())
+        consumers = []
+        for i in range(300):
+            consumers.append(asyncio.create_task(consume(i)))
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*consumers)
+        await killer
+        await sup.stop()
+        print("outcomes:", dict(outcomes), "kills:", kills, "during start-up:", startup_kills)
+        return finals, kills, sup.deaths
+
+    finals, kills, deaths = asyncio.run(scenario())
+    assert len(finals) == 300
+    assert set(finals.values()) == {1}
+    assert kills >= 15
+    assert deaths >= 15
+
+
+def test_stuck_worker_is_killed_and_the_next_request_succeeds(tiny_model_dir: Path) -> None:
+    async def scenario() -> None:
+        sup = Supervisor(spec(tiny_model_dir, debug_hang_text="hang 0"), stall_timeout_s=1.5)
+        await sup.start()
+        try:
+            started = time.monotonic()
+            stuck = await finish(sup.submit(req(0, "hang")).stream())
+            assert stuck.error is not None and stuck.error.code == "engine_failure"
+            assert time.monotonic() - started < 15
+            assert sup.deaths == 2  # killed at its deadline, retried once, killed again
+            after = await finish(sup.submit(req(1)).stream())
+            assert after.result is not None
+        finally:
+            await sup.stop()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_cancel_running_request_within_a_token(real_model_dir: Path) -> None:
+    async def scenario() -> None:
+        sup = Supervisor(spec(real_model_dir, threads=2, context_tokens=2048))
+        await sup.start()
+        try:
+            handle = sup.submit(req(0, max_tokens=2000))
+            text = ""
+            async for event in handle.stream():
+                if isinstance(event, Delta):
+                    text += event.text
+                    if len(text) > 5:
+                        assert sup.cancel("r0")
+                else:
+                    assert event.result is not None
+                    assert event.result.finish_reason == "cancelled"
+                    assert event.result.text == text
+                    # Cancelled after a few tokens of 2,000: the worker stopped at once.
+                    assert event.result.usage.completion_tokens < 40
+        finally:
+            await sup.stop()
+
+    asyncio.run(scenario())
+
+
+def test_unsandboxed_worker_still_works(tiny_model_dir: Path) -> None:
+    async def scenario() -> None:
+        sup = Supervisor(spec(tiny_model_dir, sandbox=False))
+        hello = await sup.start()
+        try:
+            assert hello.sandbox == {"enabled": False}
+            assert proc_status(hello.pid)["Seccomp"] == "0"
+            assert (await finish(sup.submit(req(0)).stream())).result is not None
+        finally:
+            await sup.stop()
+
+    asyncio.run(scenario())
+
+
+def test_parent_sigkill_leaves_no_worker(tiny_model_dir: Path) -> None:
+    program = textwrap.dedent(f"""
+        import asyncio
+        from assistant.worker.protocol import StartSpec
+        from assistant.worker.supervisor import Supervisor
+
+        async def main():
+            sup = Supervisor(StartSpec(model_path={str(tiny_model_dir)!r}, threads=1,
+                             context_tokens=256, max_batch=1, kv_budget_bytes=1 << 20))
+            hello = await sup.start()
+            print(hello.pid, flush=True)
+            await asyncio.sleep(60)
+
+        asyncio.run(main())
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        worker = int(parent.stdout.readline())
+        assert Path(f"/proc/{worker}").exists()
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(5)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and _alive(worker):
+            time.sleep(0.02)
+        assert not _alive(worker), "the worker outlived its parent by more than 1 s"
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = proc_status(pid)["State"]
+    except (FileNotFoundError, KeyError):
+        return False
+    return not state.startswith("Z")
+
+
+@pytest.mark.slow
+def test_allocation_beyond_the_limit_fails_the_request_and_recovers(real_model_dir: Path) -> None:
+    async def loaded_vmsize() -> int:
+        sup = Supervisor(spec(real_model_dir, threads=2, context_tokens=2048))
+        hello = await sup.start()
+        size = int(proc_status(hello.pid)["VmSize"].split()[0]) * 1024
+        await sup.stop()
+        return size
+
+    async def scenario(limit: int) -> None:
+        sup = Supervisor(spec(real_model_dir, threads=2, context_tokens=2048, memory_bytes=limit))
+        hello = await sup.start()
+        try:
+            assert hello.sandbox["layers"]["rlimit_as"] == "active"
+            # ~1,800 prompt tokens: the prefill's logits alone need ~350 MB more.
+            big = await finish(sup.submit(req(0, "the kitchen light " * 450, 4)).stream())
+            assert big.error is not None and big.error.code == "engine_failure"
+            assert "memory" in big.error.message
+            small = await finish(sup.submit(req(1, "hello", 4)).stream())
+            assert small.result is not None and small.result.usage.completion_tokens > 0
+            assert sup.deaths >= 1  # the worker was recycled
+        finally:
+            await sup.stop()
+
+    limit = asyncio.run(loaded_vmsize()) + (96 << 20)
+    asyncio.run(scenario(limit))
