@@ -74,7 +74,7 @@ def test_worker_from_outside(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPat
             environ = Path(f"/proc/{hello.pid}/environ").read_bytes()
             assert SECRET.encode() not in environ
             assert b"SUPERVISOR_TOKEN" not in environ
-            fds = [os.readlink(p) for p in Path(f"/proc/{hello.pid}/fd").iterdir()]
+            fds = [str(p.readlink()) for p in Path(f"/proc/{hello.pid}/fd").iterdir()]
             assert sum(link.startswith("socket:") for link in fds) == 1
             # And it still answers after all that.
             done = await finish(sup.submit(req(1)).stream())
@@ -116,14 +116,14 @@ def test_chaos_every_request_gets_exactly_one_final(tiny_model_dir: Path) -> Non
                 await asyncio.sleep(rng.uniform(0.01, 0.15))
                 if sup.pid is None:
                     continue
-                if rng.random() < 0.3 and not sup._ready.is_set():  # noqa: SLF001
+                if not sup.worker_ready:
                     startup_kills += 1
                 os.kill(sup.pid, signal.SIGKILL)
                 kills += 1
                 if rng.random() < 0.3:  # sometimes kill the next one while it starts up
                     for _ in range(100):
                         await asyncio.sleep(0.005)
-                        if sup.pid is not None and sup.hello and sup.pid != sup.hello.pid:
+                        if sup.pid is not None and not sup.worker_ready:
                             os.kill(sup.pid, signal.SIGKILL)
                             startup_kills += 1
                             kills += 1

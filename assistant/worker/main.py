@@ -8,6 +8,7 @@ effect within one token and new requests join the running batch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import select
@@ -145,10 +146,10 @@ def _loop(sock: socket.socket, batch: Batch, spec: StartSpec) -> int:
             events = batch.step()
         except MemoryError:
             return _out_of_memory(sock, batch, "MemoryError")
-        except RuntimeError as err:  # onnxruntime's Fail/RuntimeException derive from it
+        except Exception as err:  # onnxruntime's Fail/RuntimeException are plain Exceptions
             if any(marker in str(err) for marker in ALLOCATION_ERRORS):
                 return _out_of_memory(sock, batch, str(err)[:200])
-            raise
+            raise  # anything else: main() reports it and exits; the parent retries once
         for event in events:
             if isinstance(event, Delta):
                 ipc.send_frame(
@@ -198,8 +199,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK  # the parent went away: nothing left to answer
     except Exception as err:
         LOG.exception("worker failed")
-        try:
+        with contextlib.suppress(OSError):
             ipc.send_frame(sock, {"type": "fatal", "message": f"{type(err).__name__}: {err}"})
-        except OSError:
-            pass
         return EXIT_FATAL

@@ -30,7 +30,9 @@ from assistant.worker.protocol import Hello, StartSpec, generate_payload, result
 
 LOG = logging.getLogger(__name__)
 MAX_ATTEMPTS = 2  # one retry after a worker death
-WORKER_ERROR_CODES: frozenset[Any] = frozenset({"prompt_too_long", "engine_failure", "invalid_request"})
+WORKER_ERROR_CODES: frozenset[Any] = frozenset(
+    {"prompt_too_long", "engine_failure", "invalid_request"}
+)
 
 
 class WorkerStartError(Exception):
@@ -145,6 +147,11 @@ class Supervisor:
     @property
     def pid(self) -> int | None:
         return self._pid
+
+    @property
+    def worker_ready(self) -> bool:
+        """Whether the current worker has said hello (False while one starts up)."""
+        return self._pid is not None and self.hello is not None and self.hello.pid == self._pid
 
     def worker_rss_mb(self) -> float | None:
         if self._pid is None:
@@ -348,11 +355,14 @@ class Supervisor:
                 result = replace(result, text=flight.forwarded)
                 self._finish(flight, Finished(result.id, result=result))
         elif kind == "error":
-            code = frame.get("code")
-            message = str(frame.get("message", ""))[:500]
-            if code not in WORKER_ERROR_CODES:
-                code, message = "engine_failure", f"worker error: {message}"
-            self._finish_error(flight, RequestError(code, message))
+            code, message = frame.get("code"), str(frame.get("message", ""))[:500]
+            if code == "prompt_too_long":
+                error = RequestError("prompt_too_long", message)
+            elif code == "invalid_request":
+                error = RequestError("invalid_request", message)
+            else:
+                error = RequestError("engine_failure", message or "the worker failed")
+            self._finish_error(flight, error)
 
     def _forward(self, flight: _Flight, attempt_text: str) -> None:
         """Hand out text beyond what earlier attempts already handed out."""
