@@ -219,7 +219,13 @@ def test_parent_sigkill_leaves_no_worker(tiny_model_dir: Path) -> None:
 
         asyncio.run(main())
     """)
-    parent = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
+    with subprocess.Popen(
+        [sys.executable, "-c", program], stdout=subprocess.PIPE, text=True
+    ) as parent:
+        _kill_parent_and_check(parent)
+
+
+def _kill_parent_and_check(parent: subprocess.Popen[str]) -> None:
     try:
         assert parent.stdout is not None
         worker = int(parent.stdout.readline())
