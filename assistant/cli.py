@@ -58,6 +58,12 @@ def cmd_ask(args: argparse.Namespace, config: Config) -> int:
     return run_ask(options, config, models_dir(config))
 
 
+def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    from assistant.serve import run_serve  # noqa: PLC0415
+
+    return run_serve(config, models_dir(config))
+
+
 def cmd_model(args: argparse.Namespace, config: Config) -> int:
     from assistant.model.cli import run_model_command  # noqa: PLC0415
 
@@ -93,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve", parents=[common], help="run the service: MQTT in, MQTT out, until SIGTERM"
+    )
+    serve.set_defaults(func=cmd_serve)
 
     doctor = sub.add_parser(
         "doctor", parents=[common], help="show the hardware, the requirement table and the plan"
