@@ -5,6 +5,10 @@ The scheduler hands the Supervisor at most `max_batch` requests at a time, so th
 worker's batch never has a queue of its own: which request runs next is decided here, by
 priority (higher first, FIFO within a priority). Every submitted task ends in exactly one
 `Finished` event on its handle, whatever the worker, the caller or the clock does.
+
+Requests are not preempted, so an urgent request would wait for a running one to finish
+(seconds). Instead `reserved_slots` of the batch are kept for priority > 0: ordinary
+requests fill the rest, and an urgent one starts at once, prefilled while the others decode.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from assistant.worker.supervisor import RequestHandle, Supervisor
 
 LOG = logging.getLogger(__name__)
 MIN_PRIORITY, MAX_PRIORITY = -10, 10
+URGENT_PRIORITY = 1  # tasks at or above this may use the reserved slots
 RATE_BURST = 3  # requests a source may send at once before its per-minute rate applies
 THROUGHPUT_WINDOW_S = 60.0  # tokens_per_s averages the tokens completed this long back
 STOP_GRACE_S = 5.0  # how long stop() waits for the worker to confirm cancellations
@@ -134,9 +139,18 @@ class TaskScheduler:
         config: SchedulerConfig,
         max_batch: int,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        reserved_slots: int | None = None,
     ) -> None:
+        """`reserved_slots`: batch slots only priority >= URGENT_PRIORITY may take; the
+        default keeps one when the batch has 4 or more."""
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if reserved_slots is None:
+            reserved_slots = 1 if max_batch >= 4 else 0
+        if not 0 <= reserved_slots < max_batch:
+            raise ValueError("reserved_slots must be at least 0 and less than max_batch")
+        self.reserved_slots = reserved_slots
         self.backend = backend
         self.config = config
         self.max_batch = max_batch
@@ -264,7 +278,11 @@ class TaskScheduler:
         """Hand waiting tasks to the worker, best first, while its batch has room."""
         if not self._started or self._stopping:
             return
-        while self._heap and self.backend.in_flight < self.max_batch:
+        while self._heap:
+            urgent = -self._heap[0][0] >= URGENT_PRIORITY
+            limit = self.max_batch if urgent else self.max_batch - self.reserved_slots
+            if self.backend.in_flight >= limit:
+                return
             live = self._live[heapq.heappop(self._heap)[2]]
             handle = live.handle
             handle.dispatched_at = self._clock()

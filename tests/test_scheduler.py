@@ -46,13 +46,14 @@ async def running(
     config: SchedulerConfig | None = None,
     max_batch: int | None = None,
     clock: Callable[[], float] = time.monotonic,
+    reserved_slots: int | None = None,
     **sup_kw: object,
 ) -> AsyncIterator[TaskScheduler]:
     sup = Supervisor(sup_spec, **sup_kw)  # type: ignore[arg-type]
     await sup.start()
-    scheduler = TaskScheduler(
-        sup, config or SchedulerConfig(), max_batch or sup_spec.max_batch, clock=clock
-    )
+    batch = max_batch or sup_spec.max_batch
+    config = config or SchedulerConfig()
+    scheduler = TaskScheduler(sup, config, batch, clock=clock, reserved_slots=reserved_slots)
     await scheduler.start()
     try:
         yield scheduler
@@ -108,8 +109,30 @@ def test_priority_order_decided_in_the_parent(tiny_model_dir: Path) -> None:
                 final = await handle.result()
                 assert final.result is not None
                 waited = ((handle.dispatched_at or 0.0) - handle.submitted_at) * 1000
-                assert final.result.timing.queued_ms >= waited
+                assert final.result.timing.queued_ms >= waited - 0.1  # rounded to 0.1 ms
                 assert final.result.timing.queued_ms < waited + 200
+
+    asyncio.run(scenario())
+
+
+def test_urgent_request_takes_the_reserved_slot(tiny_model_dir: Path) -> None:
+    async def scenario() -> None:
+        async with running(spec(tiny_model_dir, max_batch=4), reserved_slots=1) as sch:
+            long = [sch.submit_task(task(f"long{i}", max_tokens=LONG)) for i in range(5)]
+            assert sch.stats().active == 3 and sch.stats().queue_depth == 2
+            urgent = sch.submit_task(task("urgent", max_tokens=LONG), priority=10)
+            assert urgent.dispatched_at is not None  # at once, into the reserved slot
+            assert sch.backend.in_flight == 4
+            second = sch.submit_task(task("second"), priority=3)
+            assert second.dispatched_at is None and sch.stats().queue_depth == 3
+            await first_delta(urgent)
+            for handle in (urgent, *long[:3]):
+                assert sch.cancel_task(handle)
+            assert (await second.result()).result is not None
+            # The priority-3 task went before the two ordinary ones that waited longer.
+            for handle in long[3:]:
+                assert (handle.dispatched_at or 0.0) > (second.dispatched_at or 0.0)
+                sch.cancel_task(handle)
 
     asyncio.run(scenario())
 
