@@ -1,10 +1,53 @@
-# Edge Assistant add-on image — minimal placeholder until the add-on issue lands.
-# The base is Debian, not Alpine: onnxruntime publishes no musl wheels.
-FROM ghcr.io/home-assistant/base-debian:trixie
-ENV ORT_DISABLE_TELEMETRY=1
+# syntax=docker/dockerfile:1
+# The Edge Assistant add-on image (the add-on manifest is addon/config.yaml).
+# Debian, not Alpine: onnxruntime publishes no musl wheels. The base image brings
+# s6-overlay v3, bashio and tempio.
+#
+#   docker buildx build --platform linux/arm64 \
+#       --build-arg BUILD_ARCH=aarch64 --build-arg BUILD_VERSION=0.1.0 .
+ARG BUILD_FROM=ghcr.io/home-assistant/base-debian:trixie
+
+# --- build: the venv and the default INT8 model, with everything only building needs --
+FROM ${BUILD_FROM} AS build
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv \
     && rm -rf /var/lib/apt/lists/*
-COPY . /opt/edge-assistant
-RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir /opt/edge-assistant
-CMD ["/opt/venv/bin/edge-assistant", "doctor"]
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY assistant ./assistant
+COPY scripts/build-image-venv.sh ./scripts/
+RUN bash scripts/build-image-venv.sh /opt/venv /opt/models
+
+# --- the add-on: the interpreter, the venv, the models and the s6 services, no more ---
+FROM ${BUILD_FROM}
+ARG BUILD_ARCH=amd64
+# Must equal addon/config.yaml and pyproject.toml (tests/test_addon.py checks all three).
+ARG BUILD_VERSION=0.1.0
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/models /opt/models
+COPY rootfs /
+
+# ONNX Runtime reads this at import: no usage telemetry from a local assistant.
+ENV ORT_DISABLE_TELEMETRY=1 \
+    EDGE_ASSISTANT_MODELS=/data/models \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    S6_CMD_WAIT_FOR_SERVICES_MAXTIME=0 \
+    S6_SERVICES_GRACETIME=20000
+
+LABEL io.hass.version="${BUILD_VERSION}" \
+      io.hass.type="addon" \
+      io.hass.arch="${BUILD_ARCH}" \
+      io.hass.name="Edge Assistant" \
+      io.hass.description="A local AI assistant over MQTT" \
+      org.opencontainers.image.title="Edge Assistant" \
+      org.opencontainers.image.version="${BUILD_VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+# Healthy while the service refreshes /run/edge-assistant/health (connected to the
+# broker, worker ready); the Supervisor's watchdog restarts an unhealthy add-on.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=5m --retries=3 \
+    CMD ["/usr/local/bin/edge-assistant-healthcheck"]
