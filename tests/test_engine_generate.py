@@ -170,3 +170,41 @@ def test_decoder_reads_shapes_from_the_graph(engine: Engine) -> None:
     decoder: Decoder = engine.decoder
     assert (decoder.n_layers, decoder.n_kv_heads, decoder.head_dim) == (2, 2, 16)
     assert decoder.kv_bytes_per_token() == 2 * 2 * 2 * 16 * 4
+
+
+def test_our_graphs_update_the_cache_in_place(engine: Engine) -> None:
+    assert engine.decoder.inplace
+    assert engine.decoder.keeps_last
+
+
+@pytest.mark.parametrize("inplace", [True, False])
+def test_both_cache_modes_give_the_same_text(engine: Engine, inplace: bool) -> None:
+    decoder = Decoder(engine.decoder.session, inplace=inplace)
+    other = Engine(decoder, engine.tokenizer, engine.chat, engine.stop_ids, 512, "t")
+    for i, prompt in enumerate(PROMPTS):
+        assert run(other, request(prompt, 20, f"m{i}"))[1].text == (
+            run(engine, request(prompt, 20, f"m{i}"))[1].text
+        )
+
+
+def test_chunked_prefill_while_others_decode(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A newcomer's prompt is prefilled a few tokens per step while row 0 keeps decoding.
+    monkeypatch.setattr("assistant.engine.generate.PREFILL_CHUNK", 3)
+    long_prompt = "turn the hall light off, please, and the kitchen light too"
+    alone = run(engine, request(long_prompt, 16, "late"))[1].text
+    batch = Batch(engine, max_batch=2)
+    batch.add(request(PROMPTS[1], 40, "early"))
+    batch.step()
+    batch.add(request(long_prompt, 16, "late"))
+    steps_while_pending = 0
+    results: dict[str, str] = {}
+    while batch.busy:
+        if batch.pending:
+            steps_while_pending += 1
+        for event in batch.step():
+            if isinstance(event, Finished) and event.result is not None:
+                results[event.id] = event.result.text
+    assert steps_while_pending > 3  # the prompt really went in several chunks
+    assert results["late"] == alone

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 
-from assistant.model.feeds import empty_past
+from assistant.model.feeds import empty_past, every_position
 from assistant.model.gguf_loader import load_gguf
 from assistant.model.graph import build_decoder
 from assistant.model.optimize import optimize_offline
@@ -56,7 +56,12 @@ def _run(
     session: Any, ids: list[list[int]], mask: np.ndarray, past: dict[str, np.ndarray]
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     names = [o.name for o in session.get_outputs()]
-    feeds = {"input_ids": np.asarray(ids, dtype=np.int64), "attention_mask": mask, **past}
+    feeds = {
+        "input_ids": np.asarray(ids, dtype=np.int64),
+        "attention_mask": mask,
+        **every_position(session),
+        **past,
+    }
     outs = dict(zip(names, session.run(None, feeds), strict=True))
     new_past = {
         k.replace("present.", "past_key_values."): v

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from assistant.model import ModelInstance, ModelManager, default_models_dir
-from assistant.model.feeds import empty_past
+from assistant.model.feeds import empty_past, every_position
 
 DEFAULT_ID = "smollm2-135m-instruct-int8"
 pytestmark = pytest.mark.slow
@@ -78,6 +78,7 @@ def test_greedy_answer_is_sensible(model: ModelInstance) -> None:
         feeds = {
             "input_ids": np.array([[token]]),
             "attention_mask": np.ones((1, width), np.int64),
+            **every_position(session),
             **past,
         }
     assert "Paris" in model.tokenizer.decode(answer)

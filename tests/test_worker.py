@@ -263,8 +263,9 @@ def test_allocation_beyond_the_limit_fails_the_request_and_recovers(real_model_d
         hello = await sup.start()
         try:
             assert hello.sandbox["layers"]["rlimit_as"] == "active"
-            # ~1,800 prompt tokens: the prefill's logits alone need ~350 MB more.
-            big = await finish(sup.submit(req(0, "the kitchen light " * 450, 4)).stream())
+            # ~1,900 prompt tokens: its KV cache (~90 MB) and attention scores (~130 MB)
+            # cannot fit in the 40 MB left; a short prompt's (~12 MB) can.
+            big = await finish(sup.submit(req(0, "the kitchen light is on " * 380, 4)).stream())
             assert big.error is not None and big.error.code == "engine_failure"
             assert "memory" in big.error.message
             small = await finish(sup.submit(req(1, "hello", 4)).stream())
@@ -273,5 +274,5 @@ def test_allocation_beyond_the_limit_fails_the_request_and_recovers(real_model_d
         finally:
             await sup.stop()
 
-    limit = asyncio.run(loaded_vmsize()) + (96 << 20)
+    limit = asyncio.run(loaded_vmsize()) + (40 << 20)
     asyncio.run(scenario(limit))

@@ -1,23 +1,31 @@
 """Running the ONNX decoder (onnxruntime-genai layout): prefill one sequence, decode a batch.
 
-The KV cache of a batch is one array per layer and kind, [rows, kv_heads, P, head_dim],
-where P is the longest row; row b's valid entries are its first `lengths[b]`. The graph's
+The KV cache of a batch is one array per layer and kind, [rows, kv_heads, capacity,
+head_dim]; row b's valid entries are its first `lengths[b]`. The graph's
 GroupQueryAttention reads only each mask row's sum, writes row b's new token at index
 `lengths[b]` and attends to nothing past it, so rows of different lengths share one step
 (right padding) and each row's output equals running it alone.
+
+Two ways to run a step, chosen once per model by a self-check at load:
+- in place: the same buffer is bound (IO binding) as `past_key_values.*` and
+  `present.*`, so GQA appends the new token where it lies; nothing is copied per token;
+- copying: `present` comes back as a new, one-longer array each step (any genai graph).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
+LOG = logging.getLogger(__name__)
+GROWTH = 256  # in-place capacity grows in steps of this many tokens (a copy each time)
 
 
 @dataclass
@@ -27,25 +35,25 @@ class KVCache:
     keys: list[F32]
     values: list[F32]
     lengths: I64  # [rows]
+    binding: Any = None  # the IO binding holding these buffers (in-place mode)
 
     @property
     def rows(self) -> int:
         return int(self.lengths.shape[0])
 
     @property
+    def capacity(self) -> int:
+        return int(self.keys[0].shape[2]) if self.keys else 0
+
+    @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.keys) + sum(a.nbytes for a in self.values)
-
-    def used_bytes(self) -> int:
-        """Bytes holding real entries (what the plan's KV budget counts)."""
-        width = self.keys[0].shape[2] if self.keys and self.keys[0].shape[2] else 1
-        return int(self.nbytes * int(self.lengths.sum()) / max(1, self.rows * width))
 
 
 class Decoder:
     """One InferenceSession and the names and shapes of its cache tensors."""
 
-    def __init__(self, session: ort.InferenceSession) -> None:
+    def __init__(self, session: Any, inplace: bool | None = None) -> None:
         self.session = session
         inputs = {i.name: i for i in session.get_inputs()}
         self.n_layers = sum(
@@ -55,44 +63,81 @@ class Decoder:
             raise ValueError("not a decoder in the onnxruntime-genai layout")
         shape = inputs["past_key_values.0.key"].shape
         self.n_kv_heads, self.head_dim = int(shape[1]), int(shape[3])
-        self._past_names = [
-            name
-            for i in range(self.n_layers)
-            for name in (f"past_key_values.{i}.key", f"past_key_values.{i}.value")
+        self.keeps_last = "logits_to_keep" in inputs  # this project's graphs have it
+        self._past = [
+            (f"past_key_values.{i}.key", f"past_key_values.{i}.value") for i in range(self.n_layers)
         ]
-        # Requested by name: the graph may list all present keys before the values.
-        self._out_names = ["logits"] + [
-            name
-            for i in range(self.n_layers)
-            for name in (f"present.{i}.key", f"present.{i}.value")
-        ]
-        self.vocab = (
-            int(session.get_outputs()[0].shape[2])
-            if isinstance(session.get_outputs()[0].shape[2], int)
-            else 0
-        )
+        self._present = [(f"present.{i}.key", f"present.{i}.value") for i in range(self.n_layers)]
+        self._out_names = ["logits"] + [name for pair in self._present for name in pair]
+        self.inplace = self._inplace_works() if inplace is None else inplace
+        LOG.debug("decoder: %d layers, in-place KV cache: %s", self.n_layers, self.inplace)
 
     def kv_bytes_per_token(self) -> int:
         return 2 * self.n_layers * self.n_kv_heads * self.head_dim * 4
 
-    def empty(self, rows: int = 0) -> KVCache:
-        shape = (rows, self.n_kv_heads, 0, self.head_dim)
+    def empty(self, rows: int = 0, capacity: int = 0) -> KVCache:
+        shape = (rows, self.n_kv_heads, capacity, self.head_dim)
         return KVCache(
             keys=[np.zeros(shape, np.float32) for _ in range(self.n_layers)],
             values=[np.zeros(shape, np.float32) for _ in range(self.n_layers)],
             lengths=np.zeros(rows, np.int64),
         )
 
-    def _run(self, ids: I64, mask: I64, cache: KVCache) -> F32:
-        feed: dict[str, npt.NDArray[np.generic]] = {"input_ids": ids, "attention_mask": mask}
-        for i in range(self.n_layers):
-            feed[self._past_names[2 * i]] = cache.keys[i]
-            feed[self._past_names[2 * i + 1]] = cache.values[i]
+    # --- running the graph ---------------------------------------------------------------
+
+    def _run_copying(self, ids: I64, mask: I64, cache: KVCache, keep: int) -> F32:
+        feed: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
+        if self.keeps_last:
+            feed["logits_to_keep"] = np.array(keep, dtype=np.int64)
+        for (k_name, v_name), k, v in zip(self._past, cache.keys, cache.values, strict=True):
+            feed[k_name], feed[v_name] = k, v
         out = self.session.run(self._out_names, feed)
-        cache.keys = out[1::2]
-        cache.values = out[2::2]
+        cache.keys, cache.values = out[1::2], out[2::2]
         logits: F32 = out[0]
         return logits
+
+    def _bind(self, cache: KVCache) -> Any:
+        """An IO binding with each layer's buffer as both its past and its present."""
+        import onnxruntime as ort  # noqa: PLC0415
+
+        binding = self.session.io_binding()
+        binding.bind_output("logits")  # first: outputs come back in binding order
+        for (past_k, past_v), (pres_k, pres_v), k, v in zip(
+            self._past, self._present, cache.keys, cache.values, strict=True
+        ):
+            k_value = ort.OrtValue.ortvalue_from_numpy(k)  # shares k's memory
+            v_value = ort.OrtValue.ortvalue_from_numpy(v)
+            binding.bind_ortvalue_input(past_k, k_value)
+            binding.bind_ortvalue_output(pres_k, k_value)
+            binding.bind_ortvalue_input(past_v, v_value)
+            binding.bind_ortvalue_output(pres_v, v_value)
+        cache.binding = binding
+        return binding
+
+    def _run_inplace(self, ids: I64, mask: I64, cache: KVCache, keep: int) -> F32:
+        binding = cache.binding or self._bind(cache)
+        binding.bind_cpu_input("input_ids", ids)
+        binding.bind_cpu_input("attention_mask", mask)
+        if self.keeps_last:
+            binding.bind_cpu_input("logits_to_keep", np.array(keep, dtype=np.int64))
+        # Rebound every run: the logits' shape changes (a prompt vs one token), and ORT
+        # would otherwise reuse the first run's output buffer. It keeps its first place.
+        binding.bind_output("logits")
+        self.session.run_with_iobinding(binding)
+        logits: F32 = binding.get_outputs()[0].numpy()
+        return logits
+
+    def _reserve(self, cache: KVCache, needed: int) -> KVCache:
+        """In place: make room for `needed` positions (grown in steps; copies once)."""
+        if needed <= cache.capacity:
+            return cache
+        capacity = -(-needed // GROWTH) * GROWTH
+        grown = self.empty(cache.rows, capacity)
+        width = cache.capacity
+        for src, dst in zip(cache.keys + cache.values, grown.keys + grown.values, strict=True):
+            dst[:, :, :width] = src
+        grown.lengths = cache.lengths
+        return grown
 
     def prefill(self, ids: Sequence[int], cache: KVCache | None = None) -> tuple[F32, KVCache]:
         """Run a prompt (or the next chunk of one, given its cache) for one sequence.
@@ -100,58 +145,84 @@ class Decoder:
         cache = cache or self.empty(1)
         past = int(cache.lengths[0])
         tokens = np.asarray([ids], dtype=np.int64)
-        mask = np.ones((1, past + tokens.shape[1]), dtype=np.int64)
-        logits = self._run(tokens, mask, cache)
+        total = past + tokens.shape[1]
+        mask = np.ones((1, total), dtype=np.int64)
+        if self.inplace:
+            cache = self._reserve(cache, total)
+            logits = self._run_inplace(tokens, mask, cache, keep=1)
+        else:
+            logits = self._run_copying(tokens, mask, cache, keep=1)
         cache.lengths = cache.lengths + tokens.shape[1]
         return logits[0, -1], cache
 
-    def step(self, cache: KVCache, tokens: I64) -> F32:
-        """Decode one token for every row; returns logits [rows, vocab]."""
-        width = int(cache.keys[0].shape[2])
+    def step(self, cache: KVCache, tokens: I64) -> tuple[F32, KVCache]:
+        """Decode one token for every row; returns logits [rows, vocab] and the cache
+        (a new object when it had to grow)."""
+        total = int(cache.lengths.max()) + 1
         # Row b sees its own `lengths[b]` cached entries plus the new token.
-        mask = (np.arange(width + 1) <= cache.lengths[:, None]).astype(np.int64)
-        logits = self._run(tokens.reshape(-1, 1), mask, cache)
+        mask = (np.arange(total) <= cache.lengths[:, None]).astype(np.int64)
+        if self.inplace:
+            cache = self._reserve(cache, total)
+            logits = self._run_inplace(tokens.reshape(-1, 1), mask, cache, keep=1)
+        else:
+            if cache.capacity + 1 != total:  # a longer row left: drop the dead columns
+                cache = self._slice(cache, total - 1)
+            logits = self._run_copying(tokens.reshape(-1, 1), mask, cache, keep=1)
         cache.lengths = cache.lengths + 1
-        self._trim(cache)
-        return logits[:, 0]
+        return logits[:, -1], cache
 
-    @staticmethod
-    def _trim(cache: KVCache) -> None:
-        """Drop columns no row uses any more (after the longest row left)."""
-        longest = int(cache.lengths.max()) if cache.rows else 0
-        if cache.keys and cache.keys[0].shape[2] > longest:
-            cache.keys = [np.ascontiguousarray(k[:, :, :longest]) for k in cache.keys]
-            cache.values = [np.ascontiguousarray(v[:, :, :longest]) for v in cache.values]
+    # --- batches -------------------------------------------------------------------------
 
-    @staticmethod
-    def join(cache: KVCache, other: KVCache) -> KVCache:
-        """A batch holding the rows of both caches (padded to the longer width)."""
-        width = max(cache.keys[0].shape[2], other.keys[0].shape[2])
-
-        def pad(a: F32) -> F32:
-            extra = width - a.shape[2]
-            return a if extra == 0 else np.pad(a, ((0, 0), (0, 0), (0, extra), (0, 0)))
-
+    def _slice(self, cache: KVCache, width: int) -> KVCache:
         return KVCache(
-            keys=[
-                np.concatenate([pad(a), pad(b)])
-                for a, b in zip(cache.keys, other.keys, strict=True)
-            ],
-            values=[
-                np.concatenate([pad(a), pad(b)])
-                for a, b in zip(cache.values, other.values, strict=True)
-            ],
-            lengths=np.concatenate([cache.lengths, other.lengths]),
+            keys=[np.ascontiguousarray(k[:, :, :width]) for k in cache.keys],
+            values=[np.ascontiguousarray(v[:, :, :width]) for v in cache.values],
+            lengths=cache.lengths,
         )
 
-    @classmethod
-    def drop(cls, cache: KVCache, rows: Sequence[int]) -> KVCache:
-        """The batch without `rows`."""
+    def join(self, cache: KVCache, other: KVCache) -> KVCache:
+        """A batch holding the rows of both caches (padded to the wider one)."""
+        if cache.rows == 0:
+            return other
+        width = max(cache.capacity, other.capacity)
+        joined = self.empty(cache.rows + other.rows, width)
+        for part, offset in ((cache, 0), (other, cache.rows)):
+            rows = slice(offset, offset + part.rows)
+            for src, dst in zip(part.keys + part.values, joined.keys + joined.values, strict=True):
+                dst[rows, :, : part.capacity] = src
+        joined.lengths = np.concatenate([cache.lengths, other.lengths])
+        return joined
+
+    def drop(self, cache: KVCache, rows: Sequence[int]) -> KVCache:
+        """The batch without `rows` (and without columns no remaining row uses)."""
         keep = np.setdiff1d(np.arange(cache.rows), np.asarray(rows, dtype=np.int64))
-        out = KVCache(
-            keys=[k[keep] for k in cache.keys],
-            values=[v[keep] for v in cache.values],
-            lengths=cache.lengths[keep],
+        lengths = cache.lengths[keep]
+        width = int(lengths.max()) if keep.size else 0
+        if self.inplace:
+            width = min(cache.capacity, -(-width // GROWTH) * GROWTH)
+        return KVCache(
+            keys=[np.ascontiguousarray(k[keep, :, :width]) for k in cache.keys],
+            values=[np.ascontiguousarray(v[keep, :, :width]) for v in cache.values],
+            lengths=lengths,
         )
-        cls._trim(out)
-        return out
+
+    # --- choosing the mode ---------------------------------------------------------------
+
+    def _inplace_works(self) -> bool:
+        """Run a short prompt and two decode steps both ways; in place only if identical
+        (a graph whose attention does not update a shared buffer would differ)."""
+        probe = [1, 2, 3]
+        results = []
+        for mode in (False, True):
+            self.inplace = mode
+            try:
+                logits, cache = self.prefill(probe)
+                seen = [logits]
+                for token in (4, 5):
+                    step, cache = self.step(cache, np.array([token], dtype=np.int64))
+                    seen.append(step[0])
+                results.append(np.stack(seen))
+            except Exception as err:  # any ORT refusal means: not in place
+                LOG.info("in-place KV cache unavailable for this graph: %s", err)
+                return False
+        return bool(np.allclose(results[0], results[1], rtol=1e-4, atol=1e-4))

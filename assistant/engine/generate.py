@@ -251,7 +251,7 @@ class Batch:
         token = self._sample(row, logits.copy())
         row.first_token = time.perf_counter()
         cache, row.cache = row.cache, None
-        self._cache = decoder.join(self._cache, cache) if self._active else cache
+        self._cache = decoder.join(self._cache, cache)
         self._active.append(row)
         self._accept(row, token, events)
         self._retire(events)
@@ -259,7 +259,7 @@ class Batch:
     def _decode(self, events: list[Event]) -> None:
         tokens = np.asarray([r.generated[-1] for r in self._active], dtype=np.int64)
         # Every active row has generated at least one token (its first, at prefill).
-        logits = self.engine.decoder.step(self._cache, tokens)
+        logits, self._cache = self.engine.decoder.step(self._cache, tokens)
         for i, row in enumerate(self._active):
             if not row.finish:
                 self._accept(row, self._sample(row, logits[i]), events)

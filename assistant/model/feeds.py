@@ -8,12 +8,19 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from assistant.model.graph import ATTENTION_MASK, INPUT_IDS, LOGITS
+from assistant.model.graph import ATTENTION_MASK, INPUT_IDS, LOGITS, LOGITS_TO_KEEP
 
 
-def empty_past(session: Any, batch: int) -> dict[str, npt.NDArray[np.float32]]:
-    """Zero-length `past_key_values.*` arrays shaped from the session's own inputs."""
-    feeds = {}
+def every_position(session: Any) -> dict[str, npt.NDArray[np.int64]]:
+    """`logits_to_keep = 0` (logits for all positions) when the graph has that input."""
+    names = {spec.name for spec in session.get_inputs()}
+    return {LOGITS_TO_KEEP: np.array(0, dtype=np.int64)} if LOGITS_TO_KEEP in names else {}
+
+
+def empty_past(session: Any, batch: int) -> dict[str, npt.NDArray[Any]]:
+    """Zero-length `past_key_values.*` arrays shaped from the session's own inputs, plus
+    `every_position` (so a prefill gets the logits of every position)."""
+    feeds: dict[str, npt.NDArray[Any]] = dict(every_position(session))
     for spec in session.get_inputs():
         if spec.name.startswith("past_key_values."):
             _, heads, _, head_dim = spec.shape

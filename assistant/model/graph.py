@@ -35,6 +35,7 @@ from assistant.model.gguf_loader import F32, LlamaConfig, LlamaWeights
 INPUT_IDS = "input_ids"
 ATTENTION_MASK = "attention_mask"
 LOGITS = "logits"
+LOGITS_TO_KEEP = "logits_to_keep"  # logits for the last N positions only (0: all)
 EMBED_WEIGHT = "model.embed_tokens.weight"
 LM_HEAD_WEIGHT = "lm_head.weight_t"
 EMBED_NODE = "/model/embed_tokens/Gather"
@@ -209,8 +210,27 @@ def build_decoder(
     # The LM head keeps its own [hidden, vocab] copy even when tied: MatMul needs it
     # transposed; the INT8 step folds both back into one shared quantized tensor.
     lm_name = b.weight(LM_HEAD_WEIGHT, weights.lm_head().T)
-    b.node("MatMul", [x, lm_name], LM_HEAD_NODE, outputs=[LOGITS])
+    b.node("MatMul", [_keep_last(b, x), lm_name], LM_HEAD_NODE, outputs=[LOGITS])
     return _assemble(config, b)
+
+
+def _keep_last(b: _GraphBuilder, x: str) -> str:
+    """`x[:, -logits_to_keep:]` (all positions when it is 0).
+
+    A prompt of S tokens otherwise pays the LM head (a fifth of this model's compute) and an
+    [S, vocab] logits tensor for S - 1 positions nobody reads. A required input, not one
+    with a default: onnxruntime's IO binding cannot override an initializer.
+    """
+    (neg,) = b.node("Neg", [LOGITS_TO_KEEP], "/lm_head/keep/Neg")
+    axes = b.weight("/lm_head/keep/axes", np.array([1], dtype=np.int64))
+    (starts,) = b.node(
+        "Unsqueeze",
+        [neg, b.weight("/lm_head/keep/zero", np.array([0], dtype=np.int64))],
+        "/lm_head/keep/Unsqueeze",
+    )
+    ends = b.weight("/lm_head/keep/ends", np.array([np.iinfo(np.int64).max], dtype=np.int64))
+    (kept,) = b.node("Slice", [x, starts, ends, axes], "/lm_head/keep/Slice")
+    return kept
 
 
 def _assemble(config: LlamaConfig, b: _GraphBuilder) -> onnx.ModelProto:
@@ -234,9 +254,11 @@ def _assemble(config: LlamaConfig, b: _GraphBuilder) -> onnx.ModelProto:
             ATTENTION_MASK, TensorProto.INT64, ["batch_size", "total_sequence_length"]
         ),
     ]
+    # 0 = every position (what the plain genai layout returns).
+    inputs.append(helper.make_tensor_value_info(LOGITS_TO_KEEP, TensorProto.INT64, []))
     outputs = [
         helper.make_tensor_value_info(
-            LOGITS, TensorProto.FLOAT, ["batch_size", "sequence_length", config.vocab]
+            LOGITS, TensorProto.FLOAT, ["batch_size", "logits_length", config.vocab]
         )
     ]
     for i in range(config.n_layers):

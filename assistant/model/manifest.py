@@ -13,7 +13,8 @@ from assistant.model.fetch import sha256_file
 MANIFEST_NAME = "manifest.json"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
-FORMAT_VERSION = 1
+# 2: the graph takes `logits_to_keep`. A folder of another format is rebuilt by `prepare`.
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)

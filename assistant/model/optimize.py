@@ -48,6 +48,7 @@ def optimize_offline(source: Path, target: Path, threads: int = 1) -> None:
     import onnxruntime as ort  # noqa: PLC0415
 
     options = ort.SessionOptions()
+    options.log_severity_level = 3  # see session.open_session
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     options.optimized_model_filepath = str(target)
     options.intra_op_num_threads = threads

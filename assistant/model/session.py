@@ -17,4 +17,7 @@ def open_session(model_file: Path, threads: int | None) -> Any:
     # The file already holds the portable (extended) optimizations; "all" adds the
     # layouts specific to this CPU, which is right at load time and never saved.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Errors only: ORT warns on every load that `logits_to_keep`, an overridable input
+    # with a default, is not constant-folded, which is the point of it.
+    options.log_severity_level = 3
     return ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
