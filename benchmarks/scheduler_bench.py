@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=default_models_dir() / DEFAULT_MODEL)
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=3, help="lone-request repetitions")
+    parser.add_argument("--runs", type=int, default=7, help="lone-request repetitions")
     parser.add_argument("--commit", default=None, help="default: git rev-parse HEAD")
     parser.add_argument("--json", type=Path, default=HERE / "out" / "scheduler.json")
     args = parser.parse_args(argv)
