@@ -89,8 +89,10 @@ async def _ask(options: AskOptions, config: Config, spec: object) -> int:
                 if options.json:
                     print(json.dumps(error_payload(request.id, event.error)))
                 else:
-                    print(f"edge-assistant: {event.error.code}: {event.error.message}",
-                          file=sys.stderr)
+                    print(
+                        f"edge-assistant: {event.error.code}: {event.error.message}",
+                        file=sys.stderr,
+                    )
     finally:
         await supervisor.stop()
     return code

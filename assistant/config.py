@@ -25,6 +25,10 @@ Precision = Literal["int8", "fp32"]
 DEFAULT_CONFIG_PATH = Path("config.yaml")
 ENV_USERNAME = "EDGE_ASSISTANT_MQTT_USERNAME"
 ENV_PASSWORD = "EDGE_ASSISTANT_MQTT_PASSWORD"
+# The add-on's run script finds the broker through the Supervisor and passes it here.
+ENV_HOST = "EDGE_ASSISTANT_MQTT_HOST"
+ENV_PORT = "EDGE_ASSISTANT_MQTT_PORT"
+ENV_TLS = "EDGE_ASSISTANT_MQTT_TLS"
 
 MAX_TOKENS_LIMIT = 4096
 TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -341,6 +345,7 @@ def parse_config(
         raise ConfigError(_format_error(err.errors[0], raw)) from None
 
     env = os.environ if env is None else env
+    _apply_environment(data["mqtt"], env)
     mq, tls = data["mqtt"], data["mqtt"]["tls"]
     eng, sch = data["engine"], data["scheduler"]
     return Config(
@@ -379,6 +384,30 @@ def parse_config(
     )
 
 
+def _apply_environment(mqtt: dict[str, Any], env: Mapping[str, str]) -> None:
+    """Broker settings from the environment win over the file (secrets never sit in it)."""
+    if env.get(ENV_HOST):
+        mqtt["host"] = env[ENV_HOST]
+    if env.get(ENV_PORT):
+        port = env[ENV_PORT]
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ConfigError(f"{ENV_PORT}: must be a port number 1-65535, got {port!r}")
+        mqtt["port"] = int(port)
+    if env.get(ENV_TLS):
+        flag = env[ENV_TLS].strip().lower()
+        if flag not in ("true", "false"):
+            raise ConfigError(f"{ENV_TLS}: must be true or false, got {env[ENV_TLS]!r}")
+        mqtt["tls"] = {**mqtt["tls"], "enabled": flag == "true"}
+
+
+def options_to_raw(options: Any) -> Any:
+    """The add-on's options.json as raw config: the options mirror the config keys; an
+    option left unset (an "auto" number) is absent or null, and takes the default."""
+    if isinstance(options, dict):
+        return {k: options_to_raw(v) for k, v in options.items() if v is not None}
+    return options
+
+
 def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Read `path` (YAML or JSON), or ./config.yaml when it exists, else the defaults."""
     if path is None:
@@ -396,4 +425,6 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
         where = getattr(err, "problem_mark", None)
         line = f" line {where.line + 1}" if where is not None else ""
         raise ConfigError(f"{path}:{line} not valid YAML/JSON: {err}") from err
+    if path.suffix == ".json":
+        raw = options_to_raw(raw)
     return parse_config(raw, source=str(path), env=env)

@@ -39,7 +39,8 @@ from assistant.worker.supervisor import Supervisor
 LOG = logging.getLogger(__name__)
 DEDUPE_TTL_S = 600.0  # contract.md: a redelivered id is not run twice within 10 minutes
 SHUTDOWN_GRACE_S = 5.0  # in-flight requests may finish this long after SIGTERM
-HEALTH_FILE_ENV = "EDGE_ASSISTANT_HEALTH_FILE"
+HEALTH_FILE_ENV = "EDGE_ASSISTANT_HEALTH_FILE"  # set by the add-on; unset: no health file
+HEARTBEAT_MAX_S = 30.0
 
 
 def default_client_id() -> str:
@@ -108,9 +109,11 @@ class Service:
         self.accepting = True
         self.bridge.start()
         telemetry = asyncio.create_task(self._telemetry_loop(), name="telemetry")
+        heartbeat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
         await stop.wait()
         LOG.info("stopping: no new prompts; finishing in-flight requests")
         telemetry.cancel()
+        heartbeat.cancel()
         await self._shutdown()
         return 0
 
@@ -141,6 +144,7 @@ class Service:
         self.bridge.publish(self.topics.info, json.dumps(self.info()), retain=True)
         self.publish_discovery()
         self.publish_telemetry()
+        self.beat()
 
     def info(self) -> dict[str, Any]:
         hello = self.supervisor.hello
@@ -188,10 +192,29 @@ class Service:
             mqtt_connects=self.bridge.connects,
         )
         self.bridge.publish(self.topics.telemetry, json.dumps(payload), retain=True)
-        if self._health is not None and self.bridge.connected:
-            with contextlib.suppress(OSError):
-                self._health.parent.mkdir(parents=True, exist_ok=True)
-                self._health.write_text(f"{time.time():.0f}\n")
+
+    @property
+    def heartbeat_s(self) -> float:
+        return min(self.config.telemetry.interval_s, HEARTBEAT_MAX_S)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            self.beat()
+            await asyncio.sleep(self.heartbeat_s)
+
+    def beat(self) -> None:
+        """Refresh the health file (the add-on's Docker HEALTHCHECK reads its age) while
+        connected and the worker is ready; written atomically."""
+        if self._health is None or not self.bridge.connected or not self.supervisor.worker_ready:
+            return
+        payload = json.dumps({"ts": round(time.time()), "interval_s": round(self.heartbeat_s)})
+        temporary = self._health.with_name(self._health.name + ".tmp")
+        try:
+            self._health.parent.mkdir(parents=True, exist_ok=True)
+            temporary.write_text(payload + "\n")
+            temporary.replace(self._health)
+        except OSError as err:
+            LOG.warning("cannot write the health file %s: %s", self._health, err)
 
     # --- prompts ------------------------------------------------------------------------
 

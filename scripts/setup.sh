@@ -21,11 +21,16 @@ fi
 echo "setup: installing edge-assistant and its dev tools into .venv"
 .venv/bin/python -m pip install --quiet -e '.[dev]'
 
-if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
-    echo "setup: installing the mosquitto broker (needed by the tests)"
+# Debian packages the tests use: the broker they start, and AppArmor's parser, which
+# compiles the add-on's profile in tests/test_addon.py.
+missing=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto mosquitto-clients)
+command -v apparmor_parser >/dev/null 2>&1 || [ -x /sbin/apparmor_parser ] || missing+=(apparmor)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]} with apt-get"
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 if .venv/bin/edge-assistant model --help >/dev/null 2>&1; then

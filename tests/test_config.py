@@ -113,3 +113,26 @@ def test_invalid_config_stops_the_cli_with_exit_2(tmp_path: Path) -> None:
     assert run.stderr.strip() == (
         "edge-assistant: config error: engine.max_tokens: must be at most 4096, got 99999"
     )
+
+
+def test_broker_from_the_environment_wins() -> None:
+    env = {
+        "EDGE_ASSISTANT_MQTT_HOST": "core-mosquitto",
+        "EDGE_ASSISTANT_MQTT_PORT": "8883",
+        "EDGE_ASSISTANT_MQTT_TLS": "true",
+    }
+    config = parse_config({"mqtt": {"host": "file", "port": 1}}, env=env)
+    assert (config.mqtt.host, config.mqtt.port, config.mqtt.tls.enabled) == (
+        "core-mosquitto",
+        8883,
+        True,
+    )
+    with pytest.raises(ConfigError, match="^EDGE_ASSISTANT_MQTT_PORT: must be a port"):
+        parse_config({}, env={"EDGE_ASSISTANT_MQTT_PORT": "http"})
+
+
+def test_addon_options_with_unset_numbers_mean_auto(tmp_path: Path) -> None:
+    options = tmp_path / "options.json"
+    options.write_text('{"engine": {"threads": null, "max_tokens": 64}, "model": {"dir": null}}')
+    config = load_config(options, env={})
+    assert (config.engine.threads, config.engine.max_tokens) == (AUTO, 64)
