@@ -196,6 +196,16 @@ SCHEMA = vol.Schema(
         vol.Optional("hermes", default={}): {
             vol.Optional("enabled", default=False): _bool,
         },
+        vol.Optional("sessions", default={}): {
+            vol.Optional("idle_s", default=900): _number(1, 7 * 86_400),
+            vol.Optional("max_sessions", default=100): _int(1, 100_000),
+            vol.Optional("max_turns", default=10): _int(1, 1000),
+        },
+        vol.Optional("wyoming", default={}): {
+            vol.Optional("enabled", default=False): _bool,
+            vol.Optional("host", default="0.0.0.0"): _str(1, 253),
+            vol.Optional("port", default=10600): _int(1, 65535),
+        },
     }
 )
 
@@ -271,6 +281,20 @@ class HermesConfig:
 
 
 @dataclass(frozen=True)
+class SessionsConfig:
+    idle_s: float = 900.0  # a conversation is forgotten after this long without a turn
+    max_sessions: int = 100  # beyond this, the least recently used is forgotten
+    max_turns: int = 10  # user/assistant pairs kept per conversation (before token trimming)
+
+
+@dataclass(frozen=True)
+class WyomingConfig:
+    enabled: bool = False
+    host: str = "0.0.0.0"  # Home Assistant connects over the LAN
+    port: int = 10600
+
+
+@dataclass(frozen=True)
 class Config:
     log_level: str = "info"
     mqtt: MqttConfig = MqttConfig()
@@ -281,6 +305,8 @@ class Config:
     scheduler: SchedulerConfig = SchedulerConfig()
     sandbox: SandboxConfig = SandboxConfig()
     hermes: HermesConfig = HermesConfig()
+    sessions: SessionsConfig = SessionsConfig()
+    wyoming: WyomingConfig = WyomingConfig()
     source: str = "built-in defaults"  # where the values came from, for logs and doctor
 
     def public_dict(self) -> dict[str, Any]:
@@ -380,6 +406,8 @@ def parse_config(
         scheduler=SchedulerConfig(**sch),
         sandbox=SandboxConfig(**data["sandbox"]),
         hermes=HermesConfig(**data["hermes"]),
+        sessions=SessionsConfig(**data["sessions"]),
+        wyoming=WyomingConfig(**data["wyoming"]),
         source=source,
     )
 

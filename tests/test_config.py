@@ -127,7 +127,7 @@ def test_broker_from_the_environment_wins() -> None:
         8883,
         True,
     )
-    with pytest.raises(ConfigError, match="^EDGE_ASSISTANT_MQTT_PORT: must be a port"):
+    with pytest.raises(ConfigError, match=r"^EDGE_ASSISTANT_MQTT_PORT: must be a port"):
         parse_config({}, env={"EDGE_ASSISTANT_MQTT_PORT": "http"})
 
 

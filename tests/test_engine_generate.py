@@ -208,3 +208,21 @@ def test_chunked_prefill_while_others_decode(
                 results[event.id] = event.result.text
     assert steps_while_pending > 3  # the prompt really went in several chunks
     assert results["late"] == alone
+
+
+def test_history_is_trimmed_from_the_oldest_turn(engine: Engine) -> None:
+    system = ("system", "Be brief.")
+    turns = []
+    for i in range(12):
+        turns += [("user", f"turn {i}: the kitchen light is on"), ("assistant", f"reply {i} ok")]
+    messages = (system, *turns, ("user", "and now?"))
+    small = Engine(engine.decoder, engine.tokenizer, engine.chat, engine.stop_ids, 200, "t")
+    ids = small.fit_prompt(messages, max_tokens=16)
+    text = engine.tokenizer.decode(ids, skip_special_tokens=False)
+    assert len(ids) <= 200 - 16
+    assert "Be brief." in text and "and now?" in text  # system and the new message stay
+    assert "turn 11" in text and "turn 0:" not in text  # newest history kept, oldest gone
+    kept_users = text.count("turn ")
+    assert 0 < kept_users < 12
+    # Whole turns: every kept user message still has its answer after it.
+    assert text.count("reply ") == kept_users

@@ -126,6 +126,22 @@ class Engine:
         # The template writes any BOS/ChatML markers itself.
         return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
+    def fit_prompt(self, messages: Sequence[tuple[str, str]], max_tokens: int) -> list[int]:
+        """The prompt ids, dropping the oldest turns of a conversation's history (never the
+        system prompt or the new message) until the prompt leaves room for a reply of
+        `max_tokens` (at most a quarter of the window)."""
+        kept = list(messages)
+        ids = self.prompt_ids(kept)
+        limit = self.context_tokens - min(max_tokens, self.context_tokens // 4)
+        first = 1 if kept and kept[0][0] == "system" else 0
+        while len(ids) > limit and len(kept) - first > 1:
+            del kept[first]
+            # A turn is a user message and its answer: never start history with an answer.
+            while len(kept) - first > 1 and kept[first][0] == "assistant":
+                del kept[first]
+            ids = self.prompt_ids(kept)
+        return ids
+
     def check_prompt(self, n_prompt: int) -> None:
         if n_prompt + 1 > self.context_tokens:
             raise RequestError(
@@ -190,7 +206,7 @@ class Batch:
 
     def add(self, request: GenerationRequest, queued_at: float | None = None) -> None:
         """Queue a request; raises RequestError(prompt_too_long) before any work is done."""
-        prompt = self.engine.prompt_ids(request.messages)
+        prompt = self.engine.fit_prompt(request.messages, request.max_tokens)
         self.engine.check_prompt(len(prompt))
         max_new = min(request.max_tokens, self.engine.context_tokens - len(prompt))
         stop = request.stop
