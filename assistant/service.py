@@ -119,9 +119,9 @@ class Service:
 
     async def _shutdown(self) -> None:
         """Stop intake → finish or fail in-flight work → offline → stop worker → disconnect."""
+        # No unsubscribe: the broker must keep queueing prompts in our persistent session
+        # while we are down. Prompts that still arrive are refused with shutting_down.
         self.accepting = False
-        if self.bridge.connected:
-            self.bridge.unsubscribe(self.topics.subscriptions())
         deadline = time.monotonic() + SHUTDOWN_GRACE_S
         while self.scheduler.stats().active and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -150,6 +150,7 @@ class Service:
         hello = self.supervisor.hello
         return {
             "version": __version__,
+            "instance": self.client_id,
             "model": self.plan.model.id,
             "tier": self.plan.tier,
             "plan": self.plan.to_dict(),
@@ -177,6 +178,7 @@ class Service:
         stats = self.scheduler.stats()
         payload = telemetry_payload(
             self.monitor,
+            instance=self.client_id,
             started=self.started,
             cpu_count=self.facts.cores,
             worker_rss_mb=self.supervisor.worker_rss_mb(),
@@ -251,14 +253,6 @@ class Service:
             )
             return
         default_topic = topics.reply_for(source) if source else topics.reply
-        if not self.accepting:
-            self._reject(
-                None,
-                default_topic,
-                msg.correlation_data,
-                RequestError("shutting_down", "the service is stopping"),
-            )
-            return
         try:
             request = parse_request(msg.payload, source)
         except BadRequest as err:
@@ -294,6 +288,14 @@ class Service:
             key = f"mid:{msg.mid}:{hash(msg.payload)}"
         if key and self.recent.seen_before(key):
             LOG.info("request %s was already received: not run twice", printable(key, 64))
+            return
+        if not self.accepting:  # after parsing and dedupe: the refusal carries the id
+            self._reject(
+                request.id,
+                route.topic,
+                msg.correlation_data,
+                RequestError("shutting_down", "the service is stopping"),
+            )
             return
         self._submit(request, route)
 

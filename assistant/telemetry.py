@@ -17,6 +17,7 @@ def now_iso() -> str:
 def telemetry_payload(
     monitor: HardwareMonitor,
     *,
+    instance: str,
     started: float,
     cpu_count: int,
     worker_rss_mb: float | None,
@@ -34,6 +35,8 @@ def telemetry_payload(
     available, total = monitor.get_memory_info()
     return {
         "ts": now_iso(),
+        # The MQTT client id: tells instances apart when several share a base topic.
+        "instance": instance,
         "uptime_s": round(time.monotonic() - started, 1),
         "cpu_percent": monitor.get_cpu_usage(),
         "cpu_count": cpu_count,
