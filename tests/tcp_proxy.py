@@ -47,6 +47,10 @@ class TcpProxy:
     def set_mode(self, mode: Mode) -> None:
         self.mode = mode
 
+    @property
+    def open_connections(self) -> int:
+        return len(self._writers) // 2
+
     def reset(self) -> int:
         """RST every open connection; returns how many were reset."""
         return asyncio.run_coroutine_threadsafe(self._reset_all(), self._loop).result(10)

@@ -401,10 +401,14 @@ def test_last_will_sets_offline(
             os.kill(service.pid, signal.SIGKILL if how == "sigkill" else signal.SIGSTOP)
             offline = c.wait_for(
                 lambda m: m.topic == f"{service.base}/status" and m.payload == b"offline",
-                timeout=keepalive * 1.5 + 3,
+                timeout=keepalive * 2 + 3,
             )[0]
-            # Mosquitto checks keepalives about once a second: allow for that granularity.
-            assert offline.at - killed <= keepalive * 1.5 + 2.0
+            if how == "sigkill":
+                assert offline.at - killed <= keepalive * 1.5
+            else:
+                # Mosquitto 2.0 checks keepalives coarsely (8.4-10.1 s measured here for
+                # 5 s on a loaded machine); the default 30 s keepalive would take 45 s+.
+                assert offline.at - killed <= keepalive * 2 + 1.5
             os.kill(service.pid, signal.SIGKILL)
             service.wait(10)
             for pid in workers:  # PR_SET_PDEATHSIG: the worker dies with its parent
