@@ -34,5 +34,9 @@ class RecentIds:
         self._seen[key] = now
         return False
 
+    def forget(self, key: str) -> None:
+        """Let `key` in again (its request was refused without running)."""
+        self._seen.pop(key, None)
+
     def __len__(self) -> int:
         return len(self._seen)

@@ -385,6 +385,8 @@ class Service:
             else:
                 error = event.error or RequestError("engine_failure", "no result")
                 payload = error_payload(handle.id, error)
+                if error.code == "busy":  # never ran: a retry with the same id must run
+                    self.recent.forget(handle.id)
             self.bridge.publish(
                 route.topic, json.dumps(payload), correlation_data=route.correlation
             )
