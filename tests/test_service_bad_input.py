@@ -339,6 +339,16 @@ def test_flood_from_one_source_is_rate_limited(
             assert set(outcome) <= {"ok", "busy"}
             assert 3 <= outcome["ok"] <= 5 and outcome["busy"] >= flood - 5, outcome
             assert sorted(m.json()["id"] for m in got) == sorted(f"f{i}" for i in range(flood))
+            # A refused request never ran: retrying its id (from a source with tokens left)
+            # runs it; retrying an answered id does not.
+            busy = next(m.json()["id"] for m in got if "error" in m.json())
+            done = next(m.json()["id"] for m in got if "error" not in m.json())
+            c.publish(f"{service.base}/ask/retry", {"id": busy, "text": "again"})
+            c.publish(f"{service.base}/ask/retry", {"id": done, "text": "again"})
+            retried = c.wait_for(lambda m: m.topic == f"{service.base}/reply/retry")[0].json()
+            assert retried["id"] == busy and "text" in retried, retried
+            time.sleep(0.3)
+            assert len(c.messages(f"{service.base}/reply/retry")) == 1
     finally:
         c.close()
 
