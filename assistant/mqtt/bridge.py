@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -90,6 +91,7 @@ class MqttBridge:
         client.on_connect = self._paho_connect
         client.on_disconnect = self._paho_disconnect
         client.on_message = self._paho_message
+        client.on_socket_open = self._paho_socket_open
         self.client = client
 
     # --- paho's thread: hand over, nothing else ---------------------------------------
@@ -112,6 +114,13 @@ class MqttBridge:
             correlation_data=bytes(correlation) if correlation is not None else None,
         )
         self._loop.call_soon_threadsafe(self._deliver, incoming)
+
+    @staticmethod
+    def _paho_socket_open(_c: mqtt.Client, _u: Any, sock: Any) -> None:
+        # paho leaves Nagle on: a reply written shortly after our PUBACK waited for the
+        # broker's delayed ACK (~40 ms on Linux) before it left. Small packets go at once.
+        if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _paho_connect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if not reason.is_failure:
