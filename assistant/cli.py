@@ -42,10 +42,15 @@ def cmd_doctor(args: argparse.Namespace, config: Config) -> int:
     except PlanError as err:
         print(f"edge-assistant: config error: {err}", file=sys.stderr)
         return EXIT_CONFIG
+    sandbox = None
+    if config.sandbox.enabled:
+        from assistant.sandbox import describe_sandbox_support  # noqa: PLC0415
+
+        sandbox = describe_sandbox_support()
     if args.json:
-        print(json.dumps(doctor.report(facts, plan, config.public_dict()), indent=2))
+        print(json.dumps(doctor.report(facts, plan, config.public_dict(), sandbox), indent=2))
     else:
-        print(doctor.render_text(facts, plan, config.source))
+        print(doctor.render_text(facts, plan, config.source, sandbox))
     return 0
 
 
@@ -65,9 +70,20 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_model(args: argparse.Namespace, config: Config) -> int:
+    from assistant.hardware import Probe  # noqa: PLC0415
     from assistant.model.cli import run_model_command  # noqa: PLC0415
+    from assistant.models_present import candidate_models  # noqa: PLC0415
+    from assistant.plan import PlanError, make_plan  # noqa: PLC0415
 
-    return run_model_command(args, models_dir(config))
+    directory = models_dir(config)
+    picked = None
+    if args.model_command == "list":
+        try:
+            facts = Probe().facts(directory)
+            picked = make_plan(facts, config, candidate_models(directory)).model.id
+        except PlanError:
+            picked = None
+    return run_model_command(args, directory, picked)
 
 
 def _positive_int(text: str) -> int:

@@ -53,18 +53,27 @@ def requirement_table(facts: HardwareFacts) -> list[Requirement]:
     ]
 
 
-def report(facts: HardwareFacts, plan: Plan, config_public: dict[str, Any]) -> dict[str, Any]:
-    """The JSON form: stable keys for tools."""
+def report(
+    facts: HardwareFacts,
+    plan: Plan,
+    config_public: dict[str, Any],
+    sandbox: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The JSON form: stable keys for tools. `sandbox`: layer → support on this machine
+    (None when the sandbox is disabled in the config)."""
     return {
         "version": __version__,
         "hardware": facts.to_dict(),
         "requirements": [r.__dict__ for r in requirement_table(facts)],
         "plan": plan.to_dict(),
+        "sandbox": sandbox,
         "config": config_public,
     }
 
 
-def render_text(facts: HardwareFacts, plan: Plan, config_source: str) -> str:
+def render_text(
+    facts: HardwareFacts, plan: Plan, config_source: str, sandbox: dict[str, str] | None = None
+) -> str:
     """The human form: three short sections that fit an 80-column terminal."""
     features = ", ".join(sorted(facts.cpu_features)) or "none of note"
     temp = f"{facts.cpu_temp_c:.1f} °C" if facts.cpu_temp_c is not None else "unknown"
@@ -94,4 +103,10 @@ def render_text(facts: HardwareFacts, plan: Plan, config_source: str) -> str:
         lines.append(f"  {'':<17}{reason}")
     estimate = f"{plan.est_decode_tok_s:.0f} tok/s (an estimate, not a measurement)"
     lines.append(f"  {'est. decode':<17}{estimate}")
+    lines += ["", "Worker sandbox"]
+    if sandbox is None:
+        lines.append("  disabled (sandbox.enabled: false): the model runs unconfined")
+    else:
+        for layer, state in sandbox.items():
+            lines.append(f"  {layer:<17}{state[:80]}")
     return "\n".join(lines)

@@ -39,12 +39,22 @@ def test_doctor_json_reports_this_machine() -> None:
     assert report["plan"]["tier"] in ("minimal", "basic", "standard", "large")
     assert set(report["plan"]["reasons"]) >= {"model", "threads", "tier"}
     assert report["config"]["mqtt"]["password"] is None
+    sandbox = report["sandbox"]
+    assert set(sandbox) >= {
+        "net_namespace",
+        "rlimit_as",
+        "uid",
+        "no_new_privs",
+        "landlock",
+        "seccomp",
+    }
+    assert all(v.split(":")[0] in ("supported", "unavailable", "skipped") for v in sandbox.values())
 
 
 def test_doctor_text_is_readable() -> None:
     run = run_doctor()
     assert run.returncode == 0, run.stderr
-    for heading in ("Hardware", "Requirements", "Plan"):
+    for heading in ("Hardware", "Requirements", "Plan", "Worker sandbox"):
         assert f"\n{heading}" in run.stdout
     assert all(len(line) <= 100 for line in run.stdout.splitlines())
 

@@ -58,7 +58,7 @@ def add_model_commands(subparsers: Any, parents: Sequence[argparse.ArgumentParse
     commands.add_parser("list", parents=list(parents), help="the prepared models")
 
 
-def run_model_command(args: argparse.Namespace, models_dir: Path) -> int:
+def run_model_command(args: argparse.Namespace, models_dir: Path, picked: str | None = None) -> int:
     """Run the parsed `model ...` command; returns the process exit code."""
     try:
         if args.model_command == "prepare":
@@ -68,7 +68,7 @@ def run_model_command(args: argparse.Namespace, models_dir: Path) -> int:
             print(path)
             return 0
         if args.model_command == "list":
-            _print_catalog(ModelManager(models_dir), models_dir)
+            _print_catalog(ModelManager(models_dir), models_dir, picked)
             return 0
     except ModelError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -77,14 +77,17 @@ def run_model_command(args: argparse.Namespace, models_dir: Path) -> int:
     return 2
 
 
-def _print_catalog(manager: ModelManager, models_dir: Path) -> None:
+def _print_catalog(manager: ModelManager, models_dir: Path, picked: str | None) -> None:
     entries = manager.catalog(models_dir)
     if not entries:
         print(f"no models in {models_dir} (run `edge-assistant model prepare`)")
         return
-    print(f"{'id':40} {'precision':9} {'size MB':>8} {'params M':>8} {'context':>7}")
+    print(f"  {'id':40} {'precision':9} {'size MB':>8} {'params M':>8} {'context':>7}")
     for e in entries:
+        mark = "*" if e.id == picked else " "
         print(
-            f"{e.id:40} {e.precision:9} {e.size_bytes / 1e6:8.1f} "
+            f"{mark} {e.id:40} {e.precision:9} {e.size_bytes / 1e6:8.1f} "
             f"{e.parameters / 1e6:8.1f} {e.context_length:7d}"
         )
+    if picked is not None:
+        print(f"* the model the hardware plan picks on this machine ({picked})")
