@@ -226,3 +226,23 @@ def test_history_is_trimmed_from_the_oldest_turn(engine: Engine) -> None:
     assert 0 < kept_users < 12
     # Whole turns: every kept user message still has its answer after it.
     assert text.count("reply ") == kept_users
+
+
+def test_shared_prompt_prefix_is_reused_and_changes_nothing(engine: Engine) -> None:
+    system = ("system", "You are a helpful home assistant for a house with many lights.")
+    requests = [
+        GenerationRequest(f"p{i}", (system, ("user", text)), 20) for i, text in enumerate(PROMPTS)
+    ]
+    fresh = Engine(engine.decoder, engine.tokenizer, engine.chat, engine.stop_ids, 512, "t")
+    expected = []
+    for req in requests:  # a fresh engine per request: no prefix to reuse
+        alone = Engine(engine.decoder, engine.tokenizer, engine.chat, engine.stop_ids, 512, "t")
+        expected.append(run(alone, req)[1].text)
+    reused = []
+    for req in requests:
+        prompt = fresh.prompt_ids(req.messages)
+        hit = fresh.reuse_prefix(prompt)
+        if req is not requests[0]:
+            assert hit is not None and hit[0] >= 16  # the system turn came from the cache
+        reused.append(run(fresh, req)[1].text)
+    assert reused == expected

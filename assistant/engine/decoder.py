@@ -171,6 +171,14 @@ class Decoder:
         cache.lengths = cache.lengths + 1
         return logits[:, -1], cache
 
+    def copy_prefix(self, cache: KVCache, length: int, row: int = 0) -> KVCache:
+        """A new one-row cache holding the first `length` positions of `row` of `cache`."""
+        out = self.empty(1, length)
+        for src, dst in zip(cache.keys + cache.values, out.keys + out.values, strict=True):
+            dst[0, :, :length] = src[row, :, :length]
+        out.lengths = np.array([length], dtype=np.int64)
+        return out
+
     # --- batches -------------------------------------------------------------------------
 
     def _slice(self, cache: KVCache, width: int) -> KVCache:
