@@ -13,13 +13,12 @@ from pathlib import Path
 from assistant.config import Config
 from assistant.engine.generate import Delta, GenerationRequest
 from assistant.engine.sampling import SamplingParams
-from assistant.hardware import Probe
 from assistant.model.errors import ModelError
-from assistant.model.manager import ModelManager
-from assistant.models_present import candidate_models
-from assistant.plan import PlanError, make_plan
+from assistant.models_present import plan_for_this_machine
+from assistant.plan import PlanError
 from assistant.replies import error_payload, reply_payload
 from assistant.worker.launch import start_spec
+from assistant.worker.protocol import StartSpec
 from assistant.worker.supervisor import Supervisor, WorkerStartError
 
 LOG = logging.getLogger(__name__)
@@ -51,20 +50,15 @@ def build_request(options: AskOptions, config: Config) -> GenerationRequest:
 
 def run_ask(options: AskOptions, config: Config, models_dir: Path) -> int:
     """Answer one prompt; stream text to stdout (or print the reply object with --json)."""
-    facts = Probe().facts(models_dir)
     try:
-        plan = make_plan(facts, config, candidate_models(models_dir))
-        folder = ModelManager(models_dir).resolve(plan.model.id)
+        _, plan, folder = plan_for_this_machine(config, models_dir)
     except (PlanError, ModelError) as err:
         print(f"edge-assistant: {err}", file=sys.stderr)
         return 1
     return asyncio.run(_ask(options, config, start_spec(plan, config, folder)))
 
 
-async def _ask(options: AskOptions, config: Config, spec: object) -> int:
-    from assistant.worker.protocol import StartSpec  # noqa: PLC0415
-
-    assert isinstance(spec, StartSpec)
+async def _ask(options: AskOptions, config: Config, spec: StartSpec) -> int:
     supervisor = Supervisor(spec, log_level=config.log_level)
     try:
         hello = await supervisor.start()

@@ -9,35 +9,29 @@ import sys
 from pathlib import Path
 
 from assistant.config import Config
-from assistant.hardware import Probe
+from assistant.hardware import HardwareFacts
 from assistant.model.errors import ModelError
-from assistant.model.manager import ModelManager
-from assistant.models_present import candidate_models
-from assistant.plan import PlanError, make_plan
+from assistant.models_present import plan_for_this_machine
+from assistant.plan import Plan, PlanError
+from assistant.service import Service
 from assistant.worker.supervisor import WorkerStartError
 
 LOG = logging.getLogger(__name__)
 
 
 def run_serve(config: Config, models_dir: Path) -> int:
-    facts = Probe().facts(models_dir)
     try:
-        plan = make_plan(facts, config, candidate_models(models_dir))
-        folder = ModelManager(models_dir).resolve(plan.model.id)
+        facts, plan, folder = plan_for_this_machine(config, models_dir)
     except (PlanError, ModelError) as err:
         print(f"edge-assistant: {err}", file=sys.stderr)
         return 1
+    values = plan.to_dict()
     for key, reason in plan.reasons.items():
-        LOG.info("plan: %s = %s (%s)", key, plan.to_dict().get(key, plan.model.id), reason)
+        LOG.info("plan: %s = %s (%s)", key, values.get(key), reason)
     return asyncio.run(_serve(config, facts, plan, folder))
 
 
-async def _serve(config: Config, facts: object, plan: object, folder: Path) -> int:
-    from assistant.hardware import HardwareFacts  # noqa: PLC0415
-    from assistant.plan import Plan  # noqa: PLC0415
-    from assistant.service import Service  # noqa: PLC0415
-
-    assert isinstance(facts, HardwareFacts) and isinstance(plan, Plan)
+async def _serve(config: Config, facts: HardwareFacts, plan: Plan, folder: Path) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
