@@ -1,7 +1,9 @@
 """The service: MQTT in, scheduler and sandboxed worker, MQTT out. All wiring lives here.
 
 A prompt travels: paho thread → `MqttBridge` → `Service.on_message` (parse, route, dedupe)
-→ `TaskScheduler` → `Supervisor` → worker → deltas and one final result → reply topic.
+→ session history (`SessionStore`) → `TaskScheduler` → `Supervisor` → worker → deltas and
+one final result → reply topic (and, on success, a new turn of its session). Voice front
+ends (Hermes over MQTT, the Wyoming server) enter at `Service.ask_voice`.
 """
 
 from __future__ import annotations
@@ -20,19 +22,32 @@ from typing import Any
 from assistant import __version__
 from assistant.config import Config
 from assistant.dedupe import RecentIds
-from assistant.engine.generate import Delta, GenerationRequest
+from assistant.engine.generate import Delta, Finished, GenerationRequest
 from assistant.engine.sampling import SamplingParams
 from assistant.errors import RequestError
 from assistant.hardware import HardwareFacts, HardwareMonitor
 from assistant.mqtt.bridge import Incoming, MqttBridge
 from assistant.mqtt.discovery import discovery_payload, last_reply_payload
-from assistant.mqtt.requests import AskRequest, BadRequest, parse_cancel, parse_request, printable
+from assistant.mqtt.requests import (
+    MAX_TEXT,
+    AskRequest,
+    BadRequest,
+    new_id,
+    parse_cancel,
+    parse_request,
+    printable,
+)
 from assistant.mqtt.streaming import SentenceChunker
-from assistant.mqtt.topics import Topics, valid_level
+from assistant.mqtt.topics import HERMES_SAY_FINISHED, HERMES_TEXT_CAPTURED, Topics, valid_level
 from assistant.plan import Plan
 from assistant.replies import error_payload, reply_payload
 from assistant.scheduler import Task, TaskHandle, TaskScheduler
+from assistant.sessions import CHARS_PER_TOKEN, KEPT_FINISH_REASONS, SessionStore, build_messages
 from assistant.telemetry import now_iso, telemetry_payload
+from assistant.voice import VOICE_PRIORITY, VoiceRequest
+from assistant.voice.hermes import HermesVoice
+from assistant.voice.supervisor import announce_when_in_addon
+from assistant.voice.wyoming_server import HandleServer, describe
 from assistant.worker.launch import start_spec
 from assistant.worker.supervisor import Supervisor
 
@@ -71,12 +86,17 @@ class Service:
         self.scheduler = TaskScheduler(self.supervisor, config.scheduler, plan.max_batch)
         self.monitor = HardwareMonitor()
         self.recent = RecentIds(DEDUPE_TTL_S)
+        self.sessions = SessionStore(config.sessions, plan.context_tokens * CHARS_PER_TOKEN)
         self.started = time.monotonic()
         self.accepting = False
+        self.stopping = False
         self.invalid_total = 0
         self._consumers: set[asyncio.Task[None]] = set()
         self._handles: dict[str, TaskHandle] = {}  # requests not yet answered
         self._bridge: MqttBridge | None = None
+        self.hermes = HermesVoice(self._publish, self.ask_voice) if config.hermes.enabled else None
+        self.wyoming: HandleServer | None = None
+        self._background: set[asyncio.Task[Any]] = set()
         self._health = Path(os.environ[HEALTH_FILE_ENV]) if HEALTH_FILE_ENV in os.environ else None
 
     @property
@@ -88,6 +108,8 @@ class Service:
 
     async def run(self, stop: asyncio.Event) -> int:
         """Serve until `stop` is set; then shut down in order. Returns the exit code."""
+        if self.config.wyoming.enabled and not await self._open_wyoming():
+            return 1
         hello = await self.supervisor.start()
         await self.scheduler.start()
         LOG.info(
@@ -108,26 +130,60 @@ class Service:
         )
         self.accepting = True
         self.bridge.start()
+        if self.wyoming is not None:
+            wy = self.config.wyoming
+            self._spawn(announce_when_in_addon(wy.host, self.wyoming.port), "announce")
         telemetry = asyncio.create_task(self._telemetry_loop(), name="telemetry")
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
         await stop.wait()
         LOG.info("stopping: no new prompts; finishing in-flight requests")
         telemetry.cancel()
         heartbeat.cancel()
+        for task in self._background:
+            task.cancel()
         await self._shutdown()
         return 0
+
+    async def _open_wyoming(self) -> bool:
+        """Bind the Wyoming server first: a port in use stops the start with a clear error."""
+        wy = self.config.wyoming
+        server = HandleServer(
+            wy.host, wy.port, self.ask_voice, describe(__version__, self.plan.model.id)
+        )
+        try:
+            await server.open()
+        except OSError as err:
+            LOG.error("cannot listen for Wyoming on %s:%d: %s", wy.host, wy.port, err)
+            return False
+        self.wyoming = server
+        return True
+
+    def _publish(self, topic: str, payload: str) -> None:
+        self.bridge.publish(topic, payload)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _shutdown(self) -> None:
         """Stop intake → finish or fail in-flight work → offline → stop worker → disconnect."""
         # No unsubscribe: the broker must keep queueing prompts in our persistent session
         # while we are down. Prompts that still arrive are refused with shutting_down.
         self.accepting = False
+        self.stopping = True
+        if self.wyoming is not None:
+            self.wyoming.stop_listening()
         deadline = time.monotonic() + SHUTDOWN_GRACE_S
         while self.scheduler.stats().active and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         await self.scheduler.stop()  # queued and still running: shutting_down
         if self._consumers:
             await asyncio.wait(self._consumers, timeout=SHUTDOWN_GRACE_S)
+        if self.hermes is not None:
+            await self.hermes.stop(SHUTDOWN_GRACE_S)
+        if self.wyoming is not None:
+            await self.wyoming.close(SHUTDOWN_GRACE_S)
         self.bridge.publish(self.topics.status, "offline", retain=True)
         await self.supervisor.stop()
         await self.bridge.stop()
@@ -137,7 +193,7 @@ class Service:
 
     def on_connect(self) -> None:
         """(Re)connected: subscribe, announce, describe ourselves."""
-        self.bridge.subscribe(self.topics.subscriptions())
+        self.bridge.subscribe(self.topics.subscriptions(hermes=self.hermes is not None))
         if self.config.discovery.enabled:
             self.bridge.subscribe([self.topics.ha_status], retained=True)
         self.bridge.publish(self.topics.status, "online", retain=True)
@@ -160,7 +216,9 @@ class Service:
                 "ask": self.topics.ask,
                 "reply": self.topics.reply,
                 "cancel": self.topics.cancel,
+                "session_reset": f"{self.topics.session}/{{key}}/reset",
             },
+            "wyoming_port": self.wyoming.port if self.wyoming is not None else None,
             "config": self.config.public_dict(),
         }
 
@@ -193,6 +251,7 @@ class Service:
             worker_restarts=self.supervisor.restarts,
             mqtt_connects=self.bridge.connects,
         )
+        payload["sessions"] = len(self.sessions)
         self.bridge.publish(self.topics.telemetry, json.dumps(payload), retain=True)
 
     @property
@@ -238,6 +297,16 @@ class Service:
             return
         if msg.topic == topics.cancel:
             self._cancel(msg)
+            return
+        if (key := topics.session_of_reset(msg.topic)) is not None:
+            self._reset_session(key, msg)
+            return
+        if self.hermes is not None and msg.topic == HERMES_TEXT_CAPTURED:
+            if self.accepting:
+                self.hermes.on_text_captured(msg.payload)
+            return
+        if self.hermes is not None and msg.topic == HERMES_SAY_FINISHED:
+            self.hermes.on_say_finished(msg.payload)
             return
         source = topics.source_of(msg.topic)
         if msg.topic != topics.ask and source is None:
@@ -322,6 +391,14 @@ class Service:
         else:
             self.scheduler.cancel_task(request_id)
 
+    def _reset_session(self, key: str, msg: Incoming) -> None:
+        if not valid_level(key):
+            error = RequestError("invalid_request", "a session key must match [A-Za-z0-9_-]{1,64}")
+            self._reject(None, self.topics.reply, msg.correlation_data, error)
+            return
+        forgotten = self.sessions.reset(key)
+        LOG.info("session %s reset%s", key, "" if forgotten else " (it had no history)")
+
     def _reject(
         self, request_id: str | None, topic: str, correlation: bytes | None, error: RequestError
     ) -> None:
@@ -331,12 +408,10 @@ class Service:
         )
 
     def _generation_request(self, request: AskRequest) -> GenerationRequest:
+        """The engine's request: system prompt, the session's turns as of now, the text."""
         eng = self.config.engine
         system = request.system if request.system is not None else eng.system_prompt
-        messages: list[tuple[str, str]] = []
-        if system:
-            messages.append(("system", system))
-        messages.append(("user", request.text))
+        messages = build_messages(system, self.sessions.history(request.session), request.text)
         temperature = eng.temperature if request.temperature is None else request.temperature
         sampling = SamplingParams(
             temperature=temperature,
@@ -344,17 +419,58 @@ class Service:
             top_p=request.top_p if request.top_p is not None else 1.0,
         )
         max_tokens = min(request.max_tokens or eng.max_tokens, eng.max_tokens)
-        return GenerationRequest(request.id, tuple(messages), max_tokens, sampling)
+        return GenerationRequest(request.id, messages, max_tokens, sampling)
 
-    def _submit(self, request: AskRequest, route: _Route) -> None:
+    def _start(self, request: AskRequest) -> TaskHandle:
         task = Task(self._generation_request(request), request.source, request.timeout_s)
         handle = self.scheduler.submit_task(task, request.priority)
         self._handles[handle.id] = handle
-        consumer = asyncio.create_task(self._answer(handle, route), name=f"answer-{request.id}")
+        return handle
+
+    def _finished(self, handle: TaskHandle, request: AskRequest, event: Finished) -> None:
+        """A request's final event: only a successful reply becomes a turn of its session."""
+        result = event.result
+        if request.session and result is not None and result.finish_reason in KEPT_FINISH_REASONS:
+            self.sessions.append(request.session, request.text, result.text)
+        if self._handles.get(handle.id) is handle:
+            del self._handles[handle.id]
+
+    def _submit(self, request: AskRequest, route: _Route) -> None:
+        handle = self._start(request)
+        consumer = asyncio.create_task(
+            self._answer(handle, request, route), name=f"answer-{request.id}"
+        )
         self._consumers.add(consumer)
         consumer.add_done_callback(self._consumers.discard)
 
-    async def _answer(self, handle: TaskHandle, route: _Route) -> None:
+    async def ask_voice(self, voice: VoiceRequest) -> Finished:
+        """Run recognised speech as a request (Hermes, Wyoming); its one final event."""
+        rid = voice.request_id or new_id()
+        if not self.accepting:
+            error = (
+                RequestError("shutting_down", "the service is stopping")
+                if self.stopping
+                else RequestError("busy", "the service is starting")
+            )
+            return Finished(rid, error=error)
+        if not voice.text.strip():
+            return Finished(rid, error=RequestError("invalid_request", "empty text"))
+        if len(voice.text) > MAX_TEXT:
+            message = f"text is longer than {MAX_TEXT:,} characters"
+            return Finished(rid, error=RequestError("invalid_request", message))
+        request = AskRequest(
+            id=rid,
+            text=voice.text,
+            source=voice.source,
+            session=voice.session,
+            priority=VOICE_PRIORITY,
+        )
+        handle = self._start(request)
+        final = await handle.result()
+        self._finished(handle, request, final)
+        return final
+
+    async def _answer(self, handle: TaskHandle, request: AskRequest, route: _Route) -> None:
         """Publish the stream (if asked) and exactly one final message for a request."""
         seq = 0
         chunker = SentenceChunker() if route.stream == "sentences" else None
@@ -390,5 +506,4 @@ class Service:
             self.bridge.publish(
                 route.topic, json.dumps(payload), correlation_data=route.correlation
             )
-            if self._handles.get(handle.id) is handle:
-                del self._handles[handle.id]
+            self._finished(handle, request, event)

@@ -211,11 +211,6 @@ def test_error_reply_shape(svc: ServiceProcess, client: Client) -> None:
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="contract.md: turns with the same `session` share history; the service sends "
-    "only the system prompt and the new text to the engine (no history kept yet)",
-)
 def test_turns_of_one_session_share_history(svc: ServiceProcess, client: Client) -> None:
     for n in (1, 2):
         client.publish(f"{svc.base}/ask", {"id": f"hist-{n}", "text": "hello", "session": "h"})

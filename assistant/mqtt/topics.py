@@ -10,6 +10,11 @@ from assistant.config import MqttConfig
 
 LEVEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_TOPIC = 256  # longest reply topic accepted (Mosquitto allows 65,535; nobody needs it)
+# Rhasspy's Hermes protocol (fixed names, outside the base topic).
+HERMES_TEXT_CAPTURED = "hermes/asr/textCaptured"
+HERMES_SAY = "hermes/tts/say"
+HERMES_SAY_FINISHED = "hermes/tts/sayFinished"
+HERMES_END_SESSION = "hermes/dialogueManager/endSession"
 
 
 def valid_level(text: str) -> bool:
@@ -51,6 +56,23 @@ class Topics:
         return f"{self.base}/reply/{source}"
 
     @property
+    def session(self) -> str:
+        """`{base}/session`: the parent of `{base}/session/{key}/reset`."""
+        return f"{self.base}/session"
+
+    @property
+    def session_reset(self) -> str:
+        return f"{self.session}/+/reset"
+
+    def session_of_reset(self, topic: str) -> str | None:
+        """`kitchen` for `{base}/session/kitchen/reset`; None for any other topic."""
+        prefix, suffix = self.session + "/", "/reset"
+        if not topic.startswith(prefix) or not topic.endswith(suffix):
+            return None
+        key = topic[len(prefix) : -len(suffix)]
+        return key if "/" not in key else None
+
+    @property
     def status(self) -> str:
         return f"{self.base}/status"
 
@@ -74,13 +96,19 @@ class Topics:
     def discovery(self) -> str:
         return f"{self.discovery_prefix}/device/{self.node_id}/config"
 
-    def subscriptions(self) -> list[str]:
+    def subscriptions(self, *, hermes: bool = False) -> list[str]:
         """Prompt topics, load-balanced through a shared subscription when configured."""
-        filters = [self.ask, f"{self.ask}/+", self.cancel]
+        prompts = [self.ask, f"{self.ask}/+"]
+        if hermes:
+            prompts.append(HERMES_TEXT_CAPTURED)
+        # Cancels and session resets must reach every instance: the one running the
+        # request may be any, and each instance keeps its own sessions.
+        everyone = [self.cancel, self.session_reset]
+        if hermes:
+            everyone.append(HERMES_SAY_FINISHED)  # each instance waits for its own ids
         if self.shared_group:
-            # Cancels must reach every instance: the one running the request may be any.
-            return [f"$share/{self.shared_group}/{f}" for f in filters[:2]] + [self.cancel]
-        return filters
+            prompts = [f"$share/{self.shared_group}/{f}" for f in prompts]
+        return prompts + everyone
 
     def source_of(self, topic: str) -> str | None:
         """`kitchen` for `{base}/ask/kitchen`; None for `{base}/ask`."""
@@ -100,7 +128,14 @@ class Topics:
             return "must not contain wildcards, NUL or start with $"
         if any(not ch.isprintable() for ch in topic):
             return "must not contain control characters"
-        own_inputs = (self.ask, self.cancel, self.status, self.info, self.telemetry)
+        own_inputs = (
+            self.ask,
+            self.cancel,
+            self.session,
+            self.status,
+            self.info,
+            self.telemetry,
+        )
         if any(topic == t or topic.startswith(t + "/") for t in own_inputs):
             return "must not be one of the assistant's own input or state topics"
         prefixes = (self.base, *self.allowed_reply_prefixes)

@@ -1,0 +1,59 @@
+"""Voice front ends: Rhasspy Hermes over MQTT and a Wyoming "handle" server for Home
+Assistant's Assist. Both turn recognised speech into requests of the same service."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from assistant.engine.generate import Finished
+from assistant.errors import RequestError
+
+# Voice requests have a person waiting in front of a speaker: they may use the batch
+# slots the scheduler keeps for priority > 0 (assistant/scheduler.py).
+VOICE_PRIORITY = 1
+
+
+@dataclass(frozen=True)
+class VoiceRequest:
+    """Recognised speech to answer."""
+
+    text: str
+    session: str | None  # conversation key, already a valid `[A-Za-z0-9_-]{1,64}`
+    source: str  # the satellite or front end, for per-source rate limits and logs
+    request_id: str | None = None  # generated when None
+
+
+# The service runs a voice request and returns its one final event.
+Asker = Callable[[VoiceRequest], Awaitable[Finished]]
+
+_APOLOGIES = {
+    "invalid_request": "Sorry, I did not catch a question.",
+    "prompt_too_long": "Sorry, that is too long for me to answer.",
+    "busy": "Sorry, I am busy right now. Please ask again in a moment.",
+    "timeout": "Sorry, that took me too long.",
+    "shutting_down": "Sorry, I am restarting. Please ask again in a minute.",
+}
+APOLOGY = "Sorry, something went wrong and I cannot answer that."
+
+
+def apology(error: RequestError | None) -> str:
+    """A short sentence to speak instead of silence when a request failed."""
+    if error is None:
+        return APOLOGY
+    return _APOLOGIES.get(error.code, APOLOGY)
+
+
+def spoken_answer(final: Finished) -> tuple[str, RequestError | None]:
+    """The text to speak for a final event, and the error behind it (None on success).
+    An empty or cancelled reply is spoken as an apology too: never silence."""
+    result = final.result
+    if result is None:
+        error = final.error or RequestError("engine_failure", "no result")
+    elif result.finish_reason == "cancelled":
+        error = RequestError("cancelled", "the request was cancelled")
+    elif result.text.strip():
+        return result.text.strip(), None
+    else:
+        error = RequestError("engine_failure", "the model gave an empty reply")
+    return apology(error), error
