@@ -12,17 +12,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import warnings
 from typing import Any
-
-from wyoming.asr import Transcript
-from wyoming.event import Event
-from wyoming.handle import Handled, NotHandled
-from wyoming.info import Attribution, Describe, HandleModel, HandleProgram, Info
-from wyoming.server import AsyncEventHandler, AsyncTcpServer
 
 from assistant.mqtt.requests import new_id, printable
 from assistant.sessions import session_key
 from assistant.voice import Asker, VoiceRequest, spoken_answer
+
+with warnings.catch_warnings():
+    # wyoming.info imports wyoming.audio, which imports audioop: deprecated since Python
+    # 3.11 (the package falls back to its own copy on 3.13). Not ours to fix.
+    warnings.filterwarnings("ignore", "'audioop' is deprecated", DeprecationWarning)
+    from wyoming.asr import Transcript
+    from wyoming.event import Event
+    from wyoming.handle import Handled, NotHandled
+    from wyoming.info import Attribution, Describe, HandleModel, HandleProgram, Info
+    from wyoming.server import AsyncEventHandler, AsyncTcpServer
 
 LOG = logging.getLogger(__name__)
 PROJECT_URL = "https://github.com/edge-assistant/edge-assistant"
