@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
-from assistant.config import load_config, parse_config
+from assistant.config import WyomingConfig, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 ADDON = ROOT / "addon"
@@ -120,6 +120,16 @@ def test_manifest_matches_the_project() -> None:
     assert "{arch}" in config["image"]
     assert "share:ro" in config["map"]
     assert any(pattern.startswith("models") for pattern in config["backup_exclude"])
+
+
+def test_wyoming_is_discoverable_on_the_service_port() -> None:
+    config = manifest()
+    assert config["discovery"] == ["wyoming"]
+    port = f"{WyomingConfig().port}/tcp"  # the add-on keeps the service's default port
+    assert port in config["ports"] and config["ports"][port] is None  # not on the host
+    assert port in config["ports_description"]
+    translations = yaml.safe_load((ADDON / "translations" / "en.yaml").read_text())
+    assert set(translations["network"]) == set(config["ports"])
 
 
 def test_security_rating_is_six() -> None:
