@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,7 +162,7 @@ class Service:
     def _publish(self, topic: str, payload: str) -> None:
         self.bridge.publish(topic, payload)
 
-    def _spawn(self, coro: Any, name: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -302,8 +303,7 @@ class Service:
             self._reset_session(key, msg)
             return
         if self.hermes is not None and msg.topic == HERMES_TEXT_CAPTURED:
-            if self.accepting:
-                self.hermes.on_text_captured(msg.payload)
+            self.hermes.on_text_captured(msg.payload)  # while stopping: a spoken apology
             return
         if self.hermes is not None and msg.topic == HERMES_SAY_FINISHED:
             self.hermes.on_say_finished(msg.payload)

@@ -3,12 +3,14 @@ Assistant's Assist. Both turn recognised speech into requests of the same servic
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from assistant.engine.generate import Finished
 from assistant.errors import RequestError
 
+LOG = logging.getLogger(__name__)
 # Voice requests have a person waiting in front of a speaker: they may use the batch
 # slots the scheduler keeps for priority > 0 (assistant/scheduler.py).
 VOICE_PRIORITY = 1
@@ -26,6 +28,17 @@ class VoiceRequest:
 
 # The service runs a voice request and returns its one final event.
 Asker = Callable[[VoiceRequest], Awaitable[Finished]]
+
+
+async def ask_safely(ask: Asker, request: VoiceRequest, request_id: str) -> Finished:
+    """The final event, even when asking raised (a bug): then an `engine_failure`, logged
+    here, so the speaker still hears an apology instead of nothing."""
+    try:
+        return await ask(request)
+    except Exception:  # the boundary: a bug must not turn into silence
+        LOG.exception("voice request %s failed unexpectedly", request_id)
+        return Finished(request_id, error=RequestError("engine_failure", "internal error"))
+
 
 _APOLOGIES = {
     "invalid_request": "Sorry, I did not catch a question.",

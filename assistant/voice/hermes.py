@@ -25,7 +25,7 @@ from typing import Any
 from assistant.mqtt.requests import BadRequest, new_id, printable
 from assistant.mqtt.topics import HERMES_END_SESSION, HERMES_SAY
 from assistant.sessions import session_key
-from assistant.voice import Asker, VoiceRequest, spoken_answer
+from assistant.voice import Asker, VoiceRequest, ask_safely, spoken_answer
 
 LOG = logging.getLogger(__name__)
 MAX_PAYLOAD = 64 * 1024  # a transcript of a spoken sentence; checked before decoding
@@ -150,7 +150,8 @@ class HermesVoice:
     async def _answer(self, message: TextCaptured) -> None:
         session = session_key(message.site_id)
         request_id = new_id()
-        final = await self._ask(VoiceRequest(message.text, session, session, request_id))
+        request = VoiceRequest(message.text, session, session, request_id)
+        final = await ask_safely(self._ask, request, request_id)
         text, error = spoken_answer(final)
         if error is not None:
             LOG.warning(

@@ -17,7 +17,7 @@ from typing import Any
 
 from assistant.mqtt.requests import new_id, printable
 from assistant.sessions import session_key
-from assistant.voice import Asker, VoiceRequest, spoken_answer
+from assistant.voice import Asker, VoiceRequest, ask_safely, spoken_answer
 
 with warnings.catch_warnings():
     # wyoming.info imports wyoming.audio, which imports audioop: deprecated since Python
@@ -100,7 +100,7 @@ class _Handler(AsyncEventHandler):
             return NotHandled(text="The transcript has no text.", context=context).event()
         request_id = new_id()
         request = VoiceRequest(text, conversation_key(context), SOURCE, request_id)
-        final = await self._ask(request)
+        final = await ask_safely(self._ask, request, request_id)
         spoken, error = spoken_answer(final)
         if error is None:
             return Handled(text=spoken, context=context).event()
