@@ -4,7 +4,9 @@ health check, Dockerfile and AppArmor profile.
 Docker and the Supervisor cannot run here, so everything around them is checked: the
 manifest against the Supervisor's rules (known keys, the schema grammar and how it
 validates values, the security rating), and the shell scripts by running them. The
-Supervisor's API is the one test double: a stub of the few bashio functions `run` uses.
+Supervisor's API is the one test double: a stub of the few bashio functions `run` uses
+(the service's own Supervisor client is tested against an HTTP double in
+tests/test_supervisor_api.py).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import pytest
 import yaml
 
 from assistant.config import WyomingConfig, load_config, parse_config
+from assistant.supervisor_api import is_manual_broker
 
 ROOT = Path(__file__).resolve().parents[1]
 ADDON = ROOT / "addon"
@@ -501,9 +504,11 @@ def test_run_execs_the_service_with_no_secret_on_argv() -> None:
     exec_lines = [line for line in text.splitlines() if line.strip().startswith("exec ")]
     assert exec_lines == ['exec "${SERVICE}" serve --config "${OPTIONS}"']
     assert "/opt/venv/bin/edge-assistant" in text and "/data/options.json" in text
-    assert "bashio::services 'mqtt' 'host'" in text
-    # The password is set and exported, never expanded: not into a command, not into a log.
-    assert not re.search(r"\$\{?EDGE_ASSISTANT_MQTT_PASSWORD", text)
+    # The service finds the broker (assistant/supervisor_api.py); the script only clears
+    # stale broker variables, and never expands a secret into a command or a log.
+    assert "bashio::services" not in text
+    assert "unset EDGE_ASSISTANT_MQTT_HOST" in text
+    assert not re.search(r"\$\{?(EDGE_ASSISTANT_MQTT_PASSWORD|SUPERVISOR_TOKEN)", text)
 
 
 def test_finish_halts_and_records_the_exit_code() -> None:
@@ -514,15 +519,11 @@ def test_finish_halts_and_records_the_exit_code() -> None:
 
 
 BASHIO_STUB = r"""
-# Stand-in for the few bashio functions `run` calls. The Supervisor API is the one thing
-# that cannot exist here: the MQTT service answer comes from $FAKE_MQTT_SERVICE.
+# Stand-in for the few bashio functions `run` calls (bashio reads the options with jq).
 bashio::config() { "$STUB_PYTHON" "$STUB_JSON_GET" "$EDGE_ASSISTANT_OPTIONS" "$1" "${2:-null}"; }
 bashio::config.has_value() {
     [[ -n "$("$STUB_PYTHON" "$STUB_JSON_GET" "$EDGE_ASSISTANT_OPTIONS" "$1" "")" ]]
 }
-bashio::services.available() { [[ -f "${FAKE_MQTT_SERVICE:-}" ]]; }
-bashio::services() { "$STUB_PYTHON" "$STUB_JSON_GET" "$FAKE_MQTT_SERVICE" "$2" null; }
-bashio::var.true() { [[ "$1" == "true" ]]; }
 bashio::log.info() { echo "INFO: $*" >&2; }
 bashio::log.warning() { echo "WARNING: $*" >&2; }
 bashio::log.error() { echo "ERROR: $*" >&2; }
@@ -564,7 +565,7 @@ class AddonSandbox:
             "EDGE_ASSISTANT_OPTIONS": str(self.root / "data" / "options.json"),
             "EDGE_ASSISTANT_MODELS_DIR": str(self.root / "data" / "models"),
             "EDGE_ASSISTANT_BUILTIN_MODELS": str(self.root / "opt" / "models"),
-            "EDGE_ASSISTANT_USER_MODELS": str(self.root / "share" / "edge_assistant"),
+            "EDGE_ASSISTANT_SHARE": str(self.root / "share" / "edge_assistant"),
             "EDGE_ASSISTANT_HEALTH_DIR": str(self.root / "run" / "edge-assistant"),
             "EDGE_ASSISTANT_BIN": str(self.root / "bin" / "edge-assistant"),
             "FAKE_CALLS": str(self.root / "calls.jsonl"),
@@ -573,13 +574,10 @@ class AddonSandbox:
         }
 
     def run(
-        self, options: Mapping[str, Any], service: Mapping[str, Any] | None
+        self, options: Mapping[str, Any], extra_env: Mapping[str, str] | None = None
     ) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
         (self.root / "data" / "options.json").write_text(json.dumps(options))
-        env = self.env
-        if service is not None:
-            (self.root / "service.json").write_text(json.dumps(service))
-            env["FAKE_MQTT_SERVICE"] = str(self.root / "service.json")
+        env = {**self.env, **(extra_env or {})}
         stub = self.root / "bashio.sh"
         stub.write_text(BASHIO_STUB)
         done = subprocess.run(
@@ -598,7 +596,7 @@ class AddonSandbox:
 
 @pytest.fixture
 def addon(tmp_path: Path) -> AddonSandbox:
-    for folder in ("data", "opt/models/builtin-int8", "share/edge_assistant", "bin", "run"):
+    for folder in ("data", "opt/models/builtin-int8", "share/edge_assistant/models", "bin", "run"):
         (tmp_path / folder).mkdir(parents=True)
     (tmp_path / "opt/models/builtin-int8/manifest.json").write_text("{}")
     fake = tmp_path / "bin" / "edge-assistant"
@@ -609,90 +607,81 @@ def addon(tmp_path: Path) -> AddonSandbox:
     return AddonSandbox(tmp_path)
 
 
-BROKER_SERVICE = {
-    "host": "core-mosquitto",
-    "port": 1883,
-    "ssl": False,
-    "protocol": "3.1.1",
-    "username": "addons",
-    "password": "service-secret",
+# What the container's environment holds: the Supervisor's token, and broker variables a
+# stale image or a user might have set, which the service would take for a manual broker.
+CONTAINER_ENV = {
+    "SUPERVISOR_TOKEN": "supervisor-secret",
+    "EDGE_ASSISTANT_MQTT_HOST": "stale-host",
+    "EDGE_ASSISTANT_MQTT_PASSWORD": "stale-secret",
 }
 
 
-def test_run_uses_the_broker_add_on_and_passes_secrets_in_the_environment(
+def test_run_leaves_the_broker_to_the_service_and_keeps_secrets_off_argv(
     addon: AddonSandbox,
 ) -> None:
-    done, calls = addon.run(manifest()["options"], BROKER_SERVICE)
+    done, calls = addon.run(manifest()["options"], CONTAINER_ENV)
     assert done.returncode == 0, done.stderr
     (call,) = calls
     assert call["argv"] == ["serve", "--config", addon.env["EDGE_ASSISTANT_OPTIONS"]]
     env = call["env"]
-    assert env["EDGE_ASSISTANT_MQTT_HOST"] == "core-mosquitto"
-    assert env["EDGE_ASSISTANT_MQTT_PORT"] == "1883"
-    assert env["EDGE_ASSISTANT_MQTT_USERNAME"] == "addons"
-    assert env["EDGE_ASSISTANT_MQTT_PASSWORD"] == "service-secret"
-    assert "EDGE_ASSISTANT_MQTT_TLS" not in env
+    assert env["SUPERVISOR_TOKEN"] == "supervisor-secret"  # the service asks the Supervisor
+    assert not [name for name in env if name.startswith("EDGE_ASSISTANT_MQTT_")]
     assert env["EDGE_ASSISTANT_MODELS"] == addon.env["EDGE_ASSISTANT_MODELS_DIR"]
     assert env["ORT_DISABLE_TELEMETRY"] == "1"
-    assert "service-secret" not in done.stderr + done.stdout
+    assert "secret" not in done.stderr + done.stdout
     # The built-in model is linked into the models folder; the heartbeat folder exists.
     link = addon.root / "data" / "models" / "builtin-int8"
     assert link.is_symlink() and link.resolve() == addon.root / "opt/models/builtin-int8"
     assert (addon.root / "run" / "edge-assistant").is_dir()
 
 
-def test_manual_broker_options_win_and_never_get_the_add_on_credentials(
-    addon: AddonSandbox,
-) -> None:
-    options = copy.deepcopy(manifest()["options"])
-    options["mqtt"].update(host="broker.lan", port=8883)
-    done, calls = addon.run(options, BROKER_SERVICE)
-    assert done.returncode == 0, done.stderr
-    env = calls[0]["env"]
-    assert (env["EDGE_ASSISTANT_MQTT_HOST"], env["EDGE_ASSISTANT_MQTT_PORT"]) == (
-        "broker.lan",
-        "8883",
-    )
-    assert "EDGE_ASSISTANT_MQTT_USERNAME" not in env
-    assert "EDGE_ASSISTANT_MQTT_PASSWORD" not in env
+def test_manual_broker_options_reach_the_service_and_win(tmp_path: Path) -> None:
+    schema = manifest()["schema"]
+    assert schema["mqtt"]["host"].endswith("?")  # optional: unset = the broker add-on
+    defaults = supervisor_validate(schema, manifest()["options"])
+    assert "host" not in defaults["mqtt"]
+    path = tmp_path / "options.json"
+    path.write_text(json.dumps(defaults))
+    assert not is_manual_broker(load_config(path, env={}), {})
 
-    options["mqtt"].update(username="me", password="manual-secret")
-    done, calls = addon.run(options, None)
-    assert done.returncode == 0, done.stderr
-    env = calls[0]["env"]
-    assert (env["EDGE_ASSISTANT_MQTT_USERNAME"], env["EDGE_ASSISTANT_MQTT_PASSWORD"]) == (
-        "me",
-        "manual-secret",
-    )
-    assert all("manual-secret" not in arg for call in calls for arg in call["argv"])
-
-
-def test_run_without_any_broker_stops_with_a_clear_error(addon: AddonSandbox) -> None:
-    done, calls = addon.run(manifest()["options"], None)
-    assert done.returncode != 0
-    assert "Mosquitto broker add-on" in done.stderr
-    assert calls == []
+    options = copy.deepcopy(defaults)
+    options["mqtt"].update(host="broker.lan", port=8883, username="me", password="pw")
+    path.write_text(json.dumps(supervisor_validate(schema, options)))
+    config = load_config(path, env={})
+    assert (config.mqtt.host, config.mqtt.port, config.mqtt.username) == ("broker.lan", 8883, "me")
+    assert config.mqtt.password == "pw"
+    assert is_manual_broker(config, {})
 
 
 def test_run_prepares_dropped_gguf_files_once_and_keeps_user_models(
     addon: AddonSandbox,
 ) -> None:
     share = addon.root / "share" / "edge_assistant"
-    (share / "Tiny.Q8_0.gguf").write_bytes(b"GGUF")
+    (share / "models" / "Tiny.Q8_0.gguf").write_bytes(b"GGUF")
+    (share / "Old.Q4_0.gguf").write_bytes(b"GGUF")  # the first releases' layout
+    for folder in (share / "models" / "mine-int8", share / "older-int8"):
+        folder.mkdir()
+        (folder / "manifest.json").write_text("{}")
     models = addon.root / "data" / "models"
     (models / "builtin-int8").mkdir(parents=True)  # the user's own model of the same id
     (models / "stale").symlink_to(addon.root / "opt" / "models" / "gone")
 
-    done, calls = addon.run(manifest()["options"], BROKER_SERVICE)
+    done, calls = addon.run(manifest()["options"])
     assert done.returncode == 0, done.stderr
-    prepare, serve = calls
-    assert prepare["argv"][:3] == ["model", "prepare", "--gguf"]
-    assert prepare["argv"][3:6] == [str(share / "Tiny.Q8_0.gguf"), "--precision", "int8"]
+    *prepares, serve = calls
+    assert [call["argv"][:3] for call in prepares] == [["model", "prepare", "--gguf"]] * 2
+    assert sorted(call["argv"][3] for call in prepares) == sorted(
+        [str(share / "models" / "Tiny.Q8_0.gguf"), str(share / "Old.Q4_0.gguf")]
+    )
+    assert all(call["argv"][4:6] == ["--precision", "int8"] for call in prepares)
     assert serve["argv"][0] == "serve"
     assert not (models / "builtin-int8").is_symlink()
     assert not (models / "stale").is_symlink()
+    for name, folder in (("mine-int8", share / "models"), ("older-int8", share)):
+        assert (models / name).resolve() == folder / name
+    assert not (models / "models").exists()  # the share's models folder is not a model
 
-    done, calls = addon.run(manifest()["options"], BROKER_SERVICE)
+    done, calls = addon.run(manifest()["options"])
     assert [call["argv"][0] for call in calls] == ["serve"]
 
 
