@@ -9,6 +9,9 @@ ARG BUILD_FROM=ghcr.io/home-assistant/base-debian:trixie
 
 # --- build: the venv and the default INT8 model, with everything only building needs --
 FROM ${BUILD_FROM} AS build
+# Unpinned apt packages (DL3008): the base image's Debian release fixes the versions, and
+# pinning exact ones breaks the build at every Debian security update.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv \
     && rm -rf /var/lib/apt/lists/*
@@ -23,6 +26,7 @@ FROM ${BUILD_FROM}
 ARG BUILD_ARCH=amd64
 # Must equal addon/config.yaml and pyproject.toml (tests/test_addon.py checks all three).
 ARG BUILD_VERSION=0.1.0
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 \
     && rm -rf /var/lib/apt/lists/*
