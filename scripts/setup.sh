@@ -20,6 +20,10 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 echo "setup: installing edge-assistant and its dev tools into .venv"
 .venv/bin/python -m pip install --quiet -e '.[dev]'
+# Test-only: the Hermes tests speak through rhasspy-hermes' own message classes. Every
+# release pins paho-mqtt 1.5, which we must not get, so it goes in without its pins.
+.venv/bin/python -m pip install --quiet "dataclasses-json==0.5.6"
+.venv/bin/python -m pip install --quiet --no-deps "rhasspy-hermes==0.6.2"
 
 # Debian packages the tests use: the broker they start, and AppArmor's parser, which
 # compiles the add-on's profile in tests/test_addon.py.
