@@ -16,11 +16,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 
+from assistant.supervisor_api import DEFAULT_URL, TOKEN_ENV, URL_ENV
+
 LOG = logging.getLogger(__name__)
-TOKEN_ENV = "SUPERVISOR_TOKEN"  # set by the Supervisor in every add-on container
-# The Supervisor's address inside an add-on; tests point it at a local double.
-URL_ENV = "EDGE_ASSISTANT_SUPERVISOR_URL"
-DEFAULT_URL = "http://supervisor"
 TIMEOUT_S = 10.0
 RETRY_DELAYS_S = (1.0, 3.0, 10.0)  # the Supervisor may be busy right after a start
 
