@@ -355,5 +355,23 @@ def running(service: ServiceProcess, client: Client) -> Iterator[ServiceProcess]
         service.stop()
 
 
+def serving(service: ServiceProcess, host: str, port: int) -> Iterator[ServiceProcess]:
+    """A fixture body: run `service` (a watcher client sees it come online), stop it after."""
+    watcher = Client(host, port)
+    try:
+        with running(service, watcher):
+            yield service
+    finally:
+        watcher.close()
+
+
+def listening(host: str, port: int, *topics: str) -> Iterator[Client]:
+    """A fixture body: a client subscribed to `topics` (live messages only)."""
+    client = Client(host, port)
+    client.subscribe(*topics, retained=False)
+    yield client
+    client.close()
+
+
 def ids(prefix: str, n: int) -> Iterable[str]:
     return (f"{prefix}{i}" for i in range(n))

@@ -21,7 +21,9 @@ from tests.mqtt_helpers import (
     ServiceProcess,
     final_for,
     finals,
+    listening,
     running,
+    serving,
     unique,
 )
 
@@ -31,20 +33,12 @@ def svc(
     mosquitto: Broker, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServiceProcess]:
     service = ServiceProcess(tmp_path_factory.mktemp("svc"), mosquitto.port, tiny_model_dir)
-    watcher = Client(mosquitto.host, mosquitto.port)
-    try:
-        with running(service, watcher):
-            yield service
-    finally:
-        watcher.close()
+    yield from serving(service, mosquitto.host, mosquitto.port)
 
 
 @pytest.fixture
 def client(mosquitto: Broker, svc: ServiceProcess) -> Iterator[Client]:
-    c = Client(mosquitto.host, mosquitto.port)
-    c.subscribe(f"{svc.base}/reply/#", retained=False)
-    yield c
-    c.close()
+    yield from listening(mosquitto.host, mosquitto.port, f"{svc.base}/reply/#")
 
 
 @pytest.fixture

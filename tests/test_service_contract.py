@@ -20,7 +20,9 @@ from tests.mqtt_helpers import (
     Received,
     ServiceProcess,
     final_for,
+    listening,
     running,
+    serving,
     unique,
 )
 
@@ -63,20 +65,12 @@ def svc(
         env={"EDGE_ASSISTANT_MQTT_USERNAME": USER, "EDGE_ASSISTANT_MQTT_PASSWORD": PASSWORD},
     )
     service.settings["extra_prefix"] = extra
-    watcher = Client(mosquitto.host, mosquitto.port)
-    try:
-        with running(service, watcher):
-            yield service
-    finally:
-        watcher.close()
+    yield from serving(service, mosquitto.host, mosquitto.port)
 
 
 @pytest.fixture
 def client(mosquitto: Broker, svc: ServiceProcess) -> Iterator[Client]:
-    c = Client(mosquitto.host, mosquitto.port)
-    c.subscribe(f"{svc.base}/reply/#", retained=False)
-    yield c
-    c.close()
+    yield from listening(mosquitto.host, mosquitto.port, f"{svc.base}/reply/#")
 
 
 def one(client: Client, request_id: str) -> Received:

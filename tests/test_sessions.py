@@ -14,7 +14,14 @@ from assistant.config import SessionsConfig
 from assistant.mqtt.topics import Topics
 from assistant.sessions import SessionStore, Turn, build_messages, session_key
 from tests.conftest import Broker
-from tests.mqtt_helpers import Client, ServiceProcess, final_for, running, unique
+from tests.mqtt_helpers import (
+    Client,
+    ServiceProcess,
+    final_for,
+    listening,
+    serving,
+    unique,
+)
 
 
 class Clock:
@@ -163,20 +170,12 @@ def svc(
         tiny_model_dir,
         config={"sessions": {"idle_s": IDLE_S, "max_sessions": 3, "max_turns": 2}},
     )
-    watcher = Client(mosquitto.host, mosquitto.port)
-    try:
-        with running(service, watcher):
-            yield service
-    finally:
-        watcher.close()
+    yield from serving(service, mosquitto.host, mosquitto.port)
 
 
 @pytest.fixture
 def client(mosquitto: Broker, svc: ServiceProcess) -> Iterator[Client]:
-    c = Client(mosquitto.host, mosquitto.port)
-    c.subscribe(f"{svc.base}/reply/#", retained=False)
-    yield c
-    c.close()
+    yield from listening(mosquitto.host, mosquitto.port, f"{svc.base}/reply/#")
 
 
 def ask(client: Client, svc: ServiceProcess, session: str | None, **extra: Any) -> dict[str, Any]:

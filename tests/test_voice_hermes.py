@@ -22,7 +22,15 @@ import pytest
 from assistant.voice import apology
 from assistant.voice.hermes import EndSession, TextCaptured, TtsSay
 from tests.conftest import Broker
-from tests.mqtt_helpers import Client, Received, ServiceProcess, final_for, running, unique
+from tests.mqtt_helpers import (
+    Client,
+    Received,
+    ServiceProcess,
+    final_for,
+    listening,
+    serving,
+    unique,
+)
 
 TEXT_CAPTURED = "hermes/asr/textCaptured"
 SAY = "hermes/tts/say"
@@ -40,21 +48,13 @@ def svc(
         tiny_model_dir,
         config={"hermes": {"enabled": True}, "engine": {"temperature": 0}},
     )
-    watcher = Client(mosquitto.host, mosquitto.port)
-    try:
-        with running(service, watcher):
-            yield service
-    finally:
-        watcher.close()
+    yield from serving(service, mosquitto.host, mosquitto.port)
 
 
 @pytest.fixture
 def rhasspy(mosquitto: Broker, svc: ServiceProcess) -> Iterator[Client]:
     """Rhasspy's side: hears what the assistant says and how it ends sessions."""
-    c = Client(mosquitto.host, mosquitto.port)
-    c.subscribe(SAY, END_SESSION, f"{svc.base}/reply/#", retained=False)
-    yield c
-    c.close()
+    yield from listening(mosquitto.host, mosquitto.port, SAY, END_SESSION, f"{svc.base}/reply/#")
 
 
 def text_captured(text: str, site_id: str, session_id: str | None = None) -> dict[str, Any]:
