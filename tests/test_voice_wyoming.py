@@ -86,7 +86,12 @@ def wyoming_service(
         workdir,
         broker.port,
         model,
-        config={"wyoming": {"enabled": True, "host": "127.0.0.1", "port": port}},
+        # Greedy: with sampling the tiny random model sometimes ends at once, and an empty
+        # reply is (rightly) not-handled, which made these tests flaky.
+        config={
+            "wyoming": {"enabled": True, "host": "127.0.0.1", "port": port},
+            "engine": {"temperature": 0},
+        },
         env=env,
     )
 
