@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from assistant.config import Config
-from assistant.engine.generate import Delta, GenerationRequest
+from assistant.core.events import Delta
+from assistant.engine.generate import GenerationRequest
 from assistant.engine.sampling import SamplingParams
 from assistant.model.errors import ModelError
 from assistant.models_present import plan_for_this_machine

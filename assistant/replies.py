@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from assistant.engine.generate import GenerationResult
+from assistant.core.events import GenerationResult
 from assistant.errors import RequestError
 
 

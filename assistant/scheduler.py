@@ -23,15 +23,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
 from assistant.config import SchedulerConfig
-from assistant.engine.generate import (
-    Delta,
-    Event,
-    Finished,
-    GenerationRequest,
-    GenerationResult,
-    Timing,
-    Usage,
-)
+from assistant.core.events import Delta, Event, Finished, GenerationResult, Timing, Usage
+from assistant.engine.generate import GenerationRequest
 from assistant.errors import ErrorCode, RequestError
 from assistant.ratelimit import RateLimiter
 from assistant.worker.supervisor import RequestHandle, Supervisor

@@ -22,8 +22,9 @@ from typing import Any
 
 from assistant import __version__
 from assistant.config import Config
+from assistant.core.events import Delta, Finished
 from assistant.dedupe import RecentIds
-from assistant.engine.generate import Delta, Finished, GenerationRequest
+from assistant.engine.generate import GenerationRequest
 from assistant.engine.sampling import SamplingParams
 from assistant.errors import RequestError
 from assistant.hardware import HardwareFacts, HardwareMonitor

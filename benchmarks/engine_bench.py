@@ -106,7 +106,8 @@ def run_ours_worker(ids: list[int]) -> dict[str, float]:
     """The engine behind the sandboxed worker (as `ask` and `serve` use it) against the
     same engine in this process, same request, alternating, best of 3 each. Both stop at
     the end of turn, so only their ratio is reported."""
-    from assistant.engine.generate import Engine, Finished, GenerationRequest  # noqa: PLC0415
+    from assistant.core.events import Finished  # noqa: PLC0415
+    from assistant.engine.generate import Engine, GenerationRequest  # noqa: PLC0415
     from assistant.model.manager import ModelManager  # noqa: PLC0415
     from assistant.worker.protocol import StartSpec  # noqa: PLC0415
     from assistant.worker.supervisor import Supervisor  # noqa: PLC0415

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from assistant.config import SchedulerConfig
-from assistant.engine.generate import Batch, Delta, Engine, Finished, GenerationRequest
+from assistant.core.events import Delta, Finished
+from assistant.engine.generate import Batch, Engine, GenerationRequest
 from assistant.model.manager import ModelInstance
 from assistant.model.paths import default_models_dir
 from assistant.scheduler import Task, TaskHandle, TaskScheduler

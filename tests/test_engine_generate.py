@@ -7,16 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from assistant.core.events import Delta, Event, Finished, GenerationResult
 from assistant.engine.decoder import Decoder
-from assistant.engine.generate import (
-    Batch,
-    Delta,
-    Engine,
-    Event,
-    Finished,
-    GenerationRequest,
-    GenerationResult,
-)
+from assistant.engine.generate import Batch, Engine, GenerationRequest
 from assistant.engine.sampling import SamplingParams
 from assistant.errors import RequestError
 from assistant.model.manager import ModelManager

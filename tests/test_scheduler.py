@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from assistant.config import SchedulerConfig
-from assistant.engine.generate import Delta, Finished, GenerationRequest
+from assistant.core.events import Delta, Finished
+from assistant.engine.generate import GenerationRequest
 from assistant.ratelimit import RateLimiter
 from assistant.scheduler import Task, TaskHandle, TaskScheduler
 from assistant.worker.protocol import StartSpec

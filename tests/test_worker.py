@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from assistant.engine.generate import Delta, Finished, GenerationRequest
+from assistant.core.events import Delta, Finished
+from assistant.engine.generate import GenerationRequest
 from assistant.worker.protocol import StartSpec
 from assistant.worker.supervisor import Supervisor
 

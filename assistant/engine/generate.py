@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tokenizers import Tokenizer
 
+from assistant.core.events import Delta, Event, Finished, GenerationResult, Timing, Usage
 from assistant.engine.decoder import Decoder, KVCache
 from assistant.engine.detokenize import TextStream
 from assistant.engine.sampling import SamplingParams, pick_token
@@ -45,48 +46,6 @@ class GenerationRequest:
     max_tokens: int
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-
-
-@dataclass(frozen=True)
-class Timing:
-    queued_ms: float
-    first_token_ms: float
-    total_ms: float
-    tokens_per_s: float
-
-
-@dataclass(frozen=True)
-class GenerationResult:
-    id: str
-    text: str
-    finish_reason: str  # "stop", "length" or "cancelled"
-    usage: Usage
-    timing: Timing
-
-
-@dataclass(frozen=True)
-class Delta:
-    """New text of one request; `seq` counts from 0 with no gaps."""
-
-    id: str
-    seq: int
-    text: str
-
-
-@dataclass(frozen=True)
-class Finished:
-    id: str
-    result: GenerationResult | None = None
-    error: RequestError | None = None
-
-
-Event = Delta | Finished
 
 
 class Engine:

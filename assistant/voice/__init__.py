@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from assistant.engine.generate import Finished
+from assistant.core.events import Finished
 from assistant.errors import RequestError
 
 LOG = logging.getLogger(__name__)

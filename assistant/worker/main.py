@@ -115,7 +115,7 @@ def serve(sock: socket.socket) -> int:
 
 
 def _loop(sock: socket.socket, batch: Batch, spec: StartSpec) -> int:
-    from assistant.engine.generate import Delta  # noqa: PLC0415
+    from assistant.core.events import Delta  # noqa: PLC0415
     from assistant.errors import RequestError  # noqa: PLC0415
     from assistant.worker.protocol import request_from_payload, result_payload  # noqa: PLC0415
 

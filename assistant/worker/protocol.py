@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 from assistant.ipc import ProtocolError
 
 if TYPE_CHECKING:  # the worker parses `start` before numpy may be imported (sandbox first)
-    from assistant.engine.generate import GenerationRequest, GenerationResult
+    from assistant.core.events import GenerationResult
+    from assistant.engine.generate import GenerationRequest
 
 MAX_TEXT = 64 * 1024  # longest text field accepted from the worker
 
@@ -144,7 +145,7 @@ def result_payload(result: GenerationResult) -> dict[str, Any]:
 
 
 def result_from_payload(payload: dict[str, Any]) -> GenerationResult:
-    from assistant.engine.generate import GenerationResult, Timing, Usage  # noqa: PLC0415
+    from assistant.core.events import GenerationResult, Timing, Usage  # noqa: PLC0415
 
     reason = _str(payload, "finish_reason", 16)
     if reason not in ("stop", "length", "cancelled"):

@@ -23,7 +23,8 @@ from typing import Any
 import psutil
 
 from assistant import ipc
-from assistant.engine.generate import Delta, Event, Finished, GenerationRequest, GenerationResult
+from assistant.core.events import Delta, Event, Finished, GenerationResult
+from assistant.engine.generate import GenerationRequest
 from assistant.errors import RequestError
 from assistant.sandbox import worker_environment
 from assistant.worker.protocol import Hello, StartSpec, generate_payload, result_from_payload
@@ -389,7 +390,7 @@ class Supervisor:
         self._finish(flight, Finished(flight.handle.request.id, error=error))
 
     def _finish_cancelled(self, flight: _Flight) -> None:
-        from assistant.engine.generate import Timing, Usage  # noqa: PLC0415
+        from assistant.core.events import Timing, Usage  # noqa: PLC0415
 
         result = GenerationResult(
             id=flight.handle.request.id,
