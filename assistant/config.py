@@ -206,6 +206,12 @@ SCHEMA = vol.Schema(
             vol.Optional("host", default="0.0.0.0"): _str(1, 253),
             vol.Optional("port", default=10600): _int(1, 65535),
         },
+        vol.Optional("web", default={}): {
+            vol.Optional("enabled", default=True): _bool,
+            vol.Optional("host", default="127.0.0.1"): _str(1, 253),
+            vol.Optional("port", default=8099): _int(1, 65535),
+            vol.Optional("keep_prompts", default=False): _bool,
+        },
     }
 )
 
@@ -295,6 +301,17 @@ class WyomingConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """The add-on's own page (HA ingress). In the add-on it always listens on the ingress
+    port for the Supervisor's address only; outside HA `host`/`port` apply."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"  # localhost only unless the user opens it up
+    port: int = 8099  # the add-on's ingress_port
+    keep_prompts: bool = False  # privacy: recent requests show no prompt text unless set
+
+
+@dataclass(frozen=True)
 class Config:
     log_level: str = "info"
     mqtt: MqttConfig = MqttConfig()
@@ -307,6 +324,7 @@ class Config:
     hermes: HermesConfig = HermesConfig()
     sessions: SessionsConfig = SessionsConfig()
     wyoming: WyomingConfig = WyomingConfig()
+    web: WebConfig = WebConfig()
     source: str = "built-in defaults"  # where the values came from, for logs and doctor
 
     def public_dict(self) -> dict[str, Any]:
@@ -408,6 +426,7 @@ def parse_config(
         hermes=HermesConfig(**data["hermes"]),
         sessions=SessionsConfig(**data["sessions"]),
         wyoming=WyomingConfig(**data["wyoming"]),
+        web=WebConfig(**data["web"]),
         source=source,
     )
 

@@ -276,6 +276,8 @@ class ServiceProcess:
             "model": {"dir": str(model_dir.parent), "name": model_dir.name},
             "telemetry": {"interval_s": 1},
             "engine": {"max_tokens": 16, "context_tokens": 512, "max_batch": 4},
+            # The page's listener is off unless a test asks for it (ports stay free).
+            "web": {"enabled": False},
         }
         self.settings = deep_merge(settings, config or {})
         self.config_path = self.workdir / f"{self.client_id}.yaml"
