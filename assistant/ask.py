@@ -12,8 +12,7 @@ from pathlib import Path
 
 from assistant.config import Config
 from assistant.core.events import Delta
-from assistant.engine.generate import GenerationRequest
-from assistant.engine.sampling import SamplingParams
+from assistant.engine.request import GenerationRequest, SamplingParams
 from assistant.model.errors import ModelError
 from assistant.models_present import plan_for_this_machine
 from assistant.plan import PlanError

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 from assistant.config import SchedulerConfig
 from assistant.core.events import Delta, Event, Finished, GenerationResult, Timing, Usage
-from assistant.engine.generate import GenerationRequest
+from assistant.engine.request import GenerationRequest
 from assistant.errors import ErrorCode, RequestError
 from assistant.ratelimit import RateLimiter
 from assistant.worker.supervisor import RequestHandle, Supervisor

@@ -24,8 +24,7 @@ from assistant import __version__
 from assistant.config import Config
 from assistant.core.events import Delta, Finished
 from assistant.dedupe import RecentIds
-from assistant.engine.generate import GenerationRequest
-from assistant.engine.sampling import SamplingParams
+from assistant.engine.request import GenerationRequest, SamplingParams
 from assistant.errors import RequestError
 from assistant.hardware import HardwareFacts, HardwareMonitor
 from assistant.mqtt.bridge import Incoming, MqttBridge

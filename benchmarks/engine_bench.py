@@ -77,7 +77,9 @@ def prompt_ids() -> dict[str, list[int]]:
 
 
 def run_ours(precision: str, ids: list[int]) -> dict[str, float]:
-    from assistant.engine.generate import Batch, Engine, GenerationRequest  # noqa: PLC0415
+    from assistant.engine.batch import Batch  # noqa: PLC0415
+    from assistant.engine.engine import Engine  # noqa: PLC0415
+    from assistant.engine.request import GenerationRequest  # noqa: PLC0415
     from assistant.model.manager import ModelManager  # noqa: PLC0415
 
     model = ModelManager(models_dir()).load_model(
@@ -107,7 +109,9 @@ def run_ours_worker(ids: list[int]) -> dict[str, float]:
     same engine in this process, same request, alternating, best of 3 each. Both stop at
     the end of turn, so only their ratio is reported."""
     from assistant.core.events import Finished  # noqa: PLC0415
-    from assistant.engine.generate import Engine, GenerationRequest  # noqa: PLC0415
+    from assistant.engine.batch import generate  # noqa: PLC0415
+    from assistant.engine.engine import Engine  # noqa: PLC0415
+    from assistant.engine.request import GenerationRequest  # noqa: PLC0415
     from assistant.model.manager import ModelManager  # noqa: PLC0415
     from assistant.worker.protocol import StartSpec  # noqa: PLC0415
     from assistant.worker.supervisor import Supervisor  # noqa: PLC0415
@@ -118,7 +122,7 @@ def run_ours_worker(ids: list[int]) -> dict[str, float]:
     engine = Engine.from_model(ModelManager().load_model(folder, threads=THREADS), 2048)
 
     def in_process() -> float:
-        for event in engine.generate(request):
+        for event in generate(engine, request):
             if isinstance(event, Finished) and event.result is not None:
                 return event.result.timing.tokens_per_s
         return 0.0

@@ -24,7 +24,9 @@ from pathlib import Path
 
 from assistant.config import SchedulerConfig
 from assistant.core.events import Delta, Finished
-from assistant.engine.generate import Batch, Engine, GenerationRequest
+from assistant.engine.batch import Batch
+from assistant.engine.engine import Engine
+from assistant.engine.request import GenerationRequest
 from assistant.model.manager import ModelInstance
 from assistant.model.paths import default_models_dir
 from assistant.scheduler import Task, TaskHandle, TaskScheduler

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from assistant.core.events import Delta, Event, Finished, GenerationResult
+from assistant.engine.batch import Batch, generate
 from assistant.engine.decoder import Decoder
-from assistant.engine.generate import Batch, Engine, GenerationRequest
-from assistant.engine.sampling import SamplingParams
+from assistant.engine.engine import Engine
+from assistant.engine.request import GenerationRequest, SamplingParams
 from assistant.errors import RequestError
 from assistant.model.manager import ModelManager
 
@@ -30,7 +31,7 @@ def request(text: str, max_tokens: int = 24, rid: str = "r", **kw: object) -> Ge
 def run(engine: Engine, req: GenerationRequest) -> tuple[list[Delta], GenerationResult]:
     deltas: list[Delta] = []
     final: list[GenerationResult] = []
-    for event in engine.generate(req):
+    for event in generate(engine, req):
         if isinstance(event, Delta):
             deltas.append(event)
         else:
@@ -184,7 +185,7 @@ def test_chunked_prefill_while_others_decode(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A newcomer's prompt is prefilled a few tokens per step while row 0 keeps decoding.
-    monkeypatch.setattr("assistant.engine.generate.PREFILL_CHUNK", 3)
+    monkeypatch.setattr("assistant.engine.batch.PREFILL_CHUNK", 3)
     long_prompt = "turn the hall light off, please, and the kitchen light too"
     alone = run(engine, request(long_prompt, 16, "late"))[1].text
     batch = Batch(engine, max_batch=2)

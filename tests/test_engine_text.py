@@ -7,7 +7,8 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from assistant.engine.detokenize import TextStream
-from assistant.engine.sampling import SamplingParams, apply_repetition_penalty, pick_token
+from assistant.engine.request import SamplingParams
+from assistant.engine.sampling import apply_repetition_penalty, pick_token
 
 CORPUS = ["the kitchen light is on", "turn off the hallway light", "good night"] * 20
 

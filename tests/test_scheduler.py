@@ -15,7 +15,7 @@ import pytest
 
 from assistant.config import SchedulerConfig
 from assistant.core.events import Delta, Finished
-from assistant.engine.generate import GenerationRequest
+from assistant.engine.request import GenerationRequest
 from assistant.ratelimit import RateLimiter
 from assistant.scheduler import Task, TaskHandle, TaskScheduler
 from assistant.worker.protocol import StartSpec

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from assistant.core.events import Delta, Finished
-from assistant.engine.generate import GenerationRequest
+from assistant.engine.request import GenerationRequest
 from assistant.worker.protocol import StartSpec
 from assistant.worker.supervisor import Supervisor
 

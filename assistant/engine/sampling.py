@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import numpy.typing as npt
 
+from assistant.engine.request import SamplingParams
+
 Logits = npt.NDArray[np.float32]
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How to pick tokens. `temperature == 0` is greedy (deterministic)."""
-
-    temperature: float = 0.0
-    top_k: int = 0  # 0: no limit
-    top_p: float = 1.0  # nucleus mass kept
-    repetition_penalty: float = 1.0  # > 1 discourages tokens already in the sequence
-    seed: int | None = None
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature <= 0.0
 
 
 def apply_repetition_penalty(logits: Logits, seen: npt.NDArray[np.int64], penalty: float) -> None:

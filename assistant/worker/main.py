@@ -22,7 +22,7 @@ from assistant import ipc
 from assistant.worker.protocol import StartSpec
 
 if TYPE_CHECKING:
-    from assistant.engine.generate import Batch
+    from assistant.engine.batch import Batch
 
 LOG = logging.getLogger("assistant.worker")
 EXIT_OK = 0
@@ -78,8 +78,9 @@ def _load(spec: StartSpec) -> Any:
     """Load the model and run one short warm-up generation through every code path a
     request takes: lazy imports (numpy.random, tokenizers, jinja2) happen now, while the
     files are still reachable, and the first real request pays no first-call costs."""
-    from assistant.engine.generate import Batch, Engine, GenerationRequest  # noqa: PLC0415
-    from assistant.engine.sampling import SamplingParams  # noqa: PLC0415
+    from assistant.engine.batch import Batch  # noqa: PLC0415
+    from assistant.engine.engine import Engine  # noqa: PLC0415
+    from assistant.engine.request import GenerationRequest, SamplingParams  # noqa: PLC0415
     from assistant.errors import RequestError  # noqa: PLC0415, F401 - imported for the loop
     from assistant.model.manager import ModelInstance  # noqa: PLC0415
     from assistant.worker import protocol  # noqa: PLC0415, F401 - imported for the loop
@@ -99,7 +100,7 @@ def serve(sock: socket.socket) -> int:
     started = time.perf_counter()
     spec = StartSpec.from_payload(ipc.recv_frame(sock))
     engine, sandbox = _sandbox_then_load(spec)
-    from assistant.engine.generate import Batch  # noqa: PLC0415
+    from assistant.engine.batch import Batch  # noqa: PLC0415
     from assistant.worker.protocol import Hello  # noqa: PLC0415
 
     hello = Hello(

@@ -13,7 +13,7 @@ from assistant.ipc import ProtocolError
 
 if TYPE_CHECKING:  # the worker parses `start` before numpy may be imported (sandbox first)
     from assistant.core.events import GenerationResult
-    from assistant.engine.generate import GenerationRequest
+    from assistant.engine.request import GenerationRequest
 
 MAX_TEXT = 64 * 1024  # longest text field accepted from the worker
 
@@ -86,8 +86,7 @@ def generate_payload(request: GenerationRequest) -> dict[str, Any]:
 
 def request_from_payload(payload: dict[str, Any]) -> GenerationRequest:
     """Worker side; the parent built the payload, so shape errors are protocol errors."""
-    from assistant.engine.generate import GenerationRequest  # noqa: PLC0415
-    from assistant.engine.sampling import SamplingParams  # noqa: PLC0415
+    from assistant.engine.request import GenerationRequest, SamplingParams  # noqa: PLC0415
 
     try:
         messages = tuple((str(r), str(c)) for r, c in payload["messages"])

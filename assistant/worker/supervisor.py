@@ -24,7 +24,7 @@ import psutil
 
 from assistant import ipc
 from assistant.core.events import Delta, Event, Finished, GenerationResult
-from assistant.engine.generate import GenerationRequest
+from assistant.engine.request import GenerationRequest
 from assistant.errors import RequestError
 from assistant.sandbox import worker_environment
 from assistant.worker.protocol import Hello, StartSpec, generate_payload, result_from_payload

@@ -1,146 +1,39 @@
-"""Generation: prompts in, streamed text and one final result per request out.
+"""Continuous batching: prompts in, streamed text and one final result per request out.
 
-`Batch` is continuous batching: requests join between decode steps (their prompt is
-prefilled alone, in chunks while others are decoding, then their cache joins the batch)
-and leave as soon as they finish, so a lone request runs at batch 1 with no added latency.
-`Engine.generate` is a batch of one and uses the same code path.
+Requests join between decode steps (their prompt is prefilled alone, in chunks while others
+are decoding, then their cache joins the batch) and leave as soon as they finish, so a lone
+request runs at batch 1 with no added latency. `generate` is a batch of one and uses the
+same code path.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
-from tokenizers import Tokenizer
 
 from assistant.core.events import Delta, Event, Finished, GenerationResult, Timing, Usage
-from assistant.engine.decoder import Decoder, KVCache
+from assistant.engine.decoder import KVCache
 from assistant.engine.detokenize import TextStream
-from assistant.engine.sampling import SamplingParams, pick_token
-from assistant.errors import RequestError
-from assistant.model.chat import ChatTemplate
-from assistant.model.errors import ModelError
-
-if TYPE_CHECKING:
-    from assistant.model.manager import ModelInstance
+from assistant.engine.engine import Engine
+from assistant.engine.request import GenerationRequest
+from assistant.engine.sampling import pick_token
 
 # Prompt tokens prefilled per step while other rows are decoding: long enough to keep
 # prefill efficient, short enough that running rows stall for at most ~one prefill chunk.
 PREFILL_CHUNK = 128
 # Tokens the repetition penalty looks back over.
 PENALTY_WINDOW = 64
-# Prompts sharing at least this many leading tokens with the previous prompt (the chat
-# template's system turn, a conversation's history) reuse its KV cache for them.
-MIN_PREFIX = 16
-# Longest prompt prefix kept for reuse (45 KB of cache per token for SmolLM2-135M).
-MAX_PREFIX = 512
 
 
-@dataclass(frozen=True)
-class GenerationRequest:
-    id: str
-    messages: tuple[tuple[str, str], ...]  # (role, content), system first when present
-    max_tokens: int
-    sampling: SamplingParams = field(default_factory=SamplingParams)
-    stop: tuple[str, ...] = ()
-
-
-class Engine:
-    """A loaded model with its tokenizer and chat template."""
-
-    def __init__(
-        self,
-        decoder: Decoder,
-        tokenizer: Tokenizer,
-        chat: ChatTemplate,
-        stop_ids: frozenset[int],
-        context_tokens: int,
-        model_id: str,
-    ) -> None:
-        self.decoder = decoder
-        self.tokenizer = tokenizer
-        self.chat = chat
-        self.stop_ids = stop_ids
-        self.context_tokens = context_tokens
-        self.model_id = model_id
-        self._prefix: tuple[list[int], KVCache] | None = None
-
-    def reuse_prefix(self, prompt: list[int]) -> tuple[int, KVCache] | None:
-        """The cached KV of the longest prefix `prompt` shares with the previous prompt."""
-        if self._prefix is None:
-            return None
-        ids, cache = self._prefix
-        shared = 0
-        for a, b in zip(prompt, ids, strict=False):
-            if a != b:
-                break
-            shared += 1
-        shared = min(shared, len(prompt) - 1)  # at least one token must still run
-        if shared < MIN_PREFIX:
-            return None
-        return shared, self.decoder.copy_prefix(cache, shared)
-
-    def remember_prefix(self, prompt: list[int], cache: KVCache) -> None:
-        length = min(len(prompt), MAX_PREFIX)
-        if length >= MIN_PREFIX:
-            self._prefix = (prompt[:length], self.decoder.copy_prefix(cache, length))
-
-    @classmethod
-    def from_model(cls, model: ModelInstance, context_tokens: int) -> Engine:
-        """An engine over a loaded model folder, its window capped by the plan."""
-        if model.chat is None:
-            raise ModelError(f"model {model.manifest.id} has no chat template")
-        stop = set(model.manifest.stop_token_ids)
-        for token_id in (model.manifest.eos_token_id, model.manifest.end_of_turn_token_id):
-            if token_id is not None:
-                stop.add(token_id)
-        return cls(
-            decoder=Decoder(model.session),
-            tokenizer=model.tokenizer,
-            chat=model.chat,
-            stop_ids=frozenset(stop),
-            context_tokens=min(context_tokens, model.manifest.context_length),
-            model_id=model.manifest.id,
-        )
-
-    def prompt_ids(self, messages: Sequence[tuple[str, str]]) -> list[int]:
-        text = self.chat.render_chat([{"role": r, "content": c} for r, c in messages])
-        # The template writes any BOS/ChatML markers itself.
-        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
-
-    def fit_prompt(self, messages: Sequence[tuple[str, str]], max_tokens: int) -> list[int]:
-        """The prompt ids, dropping the oldest turns of a conversation's history (never the
-        system prompt or the new message) until the prompt leaves room for a reply of
-        `max_tokens` (at most a quarter of the window)."""
-        kept = list(messages)
-        ids = self.prompt_ids(kept)
-        limit = self.context_tokens - min(max_tokens, self.context_tokens // 4)
-        first = 1 if kept and kept[0][0] == "system" else 0
-        while len(ids) > limit and len(kept) - first > 1:
-            del kept[first]
-            # A turn is a user message and its answer: never start history with an answer.
-            while len(kept) - first > 1 and kept[first][0] == "assistant":
-                del kept[first]
-            ids = self.prompt_ids(kept)
-        return ids
-
-    def check_prompt(self, n_prompt: int) -> None:
-        if n_prompt + 1 > self.context_tokens:
-            raise RequestError(
-                "prompt_too_long",
-                f"prompt is {n_prompt:,} tokens; this model's window is "
-                f"{self.context_tokens:,} (room is needed for at least one reply token)",
-            )
-
-    def generate(self, request: GenerationRequest) -> Iterator[Event]:
-        """Run one request alone, yielding its deltas and its final result."""
-        batch = Batch(self, max_batch=1)
-        batch.add(request)
-        while batch.busy:
-            yield from batch.step()
+def generate(engine: Engine, request: GenerationRequest) -> Iterator[Event]:
+    """Run one request alone, yielding its deltas and its final result."""
+    batch = Batch(engine, max_batch=1)
+    batch.add(request)
+    while batch.busy:
+        yield from batch.step()
 
 
 @dataclass

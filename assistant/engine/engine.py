@@ -1,0 +1,111 @@
+"""A loaded model as the generator sees it: prompt rendering and fitting, the window, and
+the KV cache of the previous prompt's prefix for reuse."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from tokenizers import Tokenizer
+
+from assistant.engine.decoder import Decoder, KVCache
+from assistant.errors import RequestError
+from assistant.model.chat import ChatTemplate
+from assistant.model.errors import ModelError
+
+if TYPE_CHECKING:
+    from assistant.model.manager import ModelInstance
+
+# Prompts sharing at least this many leading tokens with the previous prompt (the chat
+# template's system turn, a conversation's history) reuse its KV cache for them.
+MIN_PREFIX = 16
+# Longest prompt prefix kept for reuse (45 KB of cache per token for SmolLM2-135M).
+MAX_PREFIX = 512
+
+
+class Engine:
+    """A loaded model with its tokenizer and chat template."""
+
+    def __init__(
+        self,
+        decoder: Decoder,
+        tokenizer: Tokenizer,
+        chat: ChatTemplate,
+        stop_ids: frozenset[int],
+        context_tokens: int,
+        model_id: str,
+    ) -> None:
+        self.decoder = decoder
+        self.tokenizer = tokenizer
+        self.chat = chat
+        self.stop_ids = stop_ids
+        self.context_tokens = context_tokens
+        self.model_id = model_id
+        self._prefix: tuple[list[int], KVCache] | None = None
+
+    def reuse_prefix(self, prompt: list[int]) -> tuple[int, KVCache] | None:
+        """The cached KV of the longest prefix `prompt` shares with the previous prompt."""
+        if self._prefix is None:
+            return None
+        ids, cache = self._prefix
+        shared = 0
+        for a, b in zip(prompt, ids, strict=False):
+            if a != b:
+                break
+            shared += 1
+        shared = min(shared, len(prompt) - 1)  # at least one token must still run
+        if shared < MIN_PREFIX:
+            return None
+        return shared, self.decoder.copy_prefix(cache, shared)
+
+    def remember_prefix(self, prompt: list[int], cache: KVCache) -> None:
+        length = min(len(prompt), MAX_PREFIX)
+        if length >= MIN_PREFIX:
+            self._prefix = (prompt[:length], self.decoder.copy_prefix(cache, length))
+
+    @classmethod
+    def from_model(cls, model: ModelInstance, context_tokens: int) -> Engine:
+        """An engine over a loaded model folder, its window capped by the plan."""
+        if model.chat is None:
+            raise ModelError(f"model {model.manifest.id} has no chat template")
+        stop = set(model.manifest.stop_token_ids)
+        for token_id in (model.manifest.eos_token_id, model.manifest.end_of_turn_token_id):
+            if token_id is not None:
+                stop.add(token_id)
+        return cls(
+            decoder=Decoder(model.session),
+            tokenizer=model.tokenizer,
+            chat=model.chat,
+            stop_ids=frozenset(stop),
+            context_tokens=min(context_tokens, model.manifest.context_length),
+            model_id=model.manifest.id,
+        )
+
+    def prompt_ids(self, messages: Sequence[tuple[str, str]]) -> list[int]:
+        text = self.chat.render_chat([{"role": r, "content": c} for r, c in messages])
+        # The template writes any BOS/ChatML markers itself.
+        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def fit_prompt(self, messages: Sequence[tuple[str, str]], max_tokens: int) -> list[int]:
+        """The prompt ids, dropping the oldest turns of a conversation's history (never the
+        system prompt or the new message) until the prompt leaves room for a reply of
+        `max_tokens` (at most a quarter of the window)."""
+        kept = list(messages)
+        ids = self.prompt_ids(kept)
+        limit = self.context_tokens - min(max_tokens, self.context_tokens // 4)
+        first = 1 if kept and kept[0][0] == "system" else 0
+        while len(ids) > limit and len(kept) - first > 1:
+            del kept[first]
+            # A turn is a user message and its answer: never start history with an answer.
+            while len(kept) - first > 1 and kept[first][0] == "assistant":
+                del kept[first]
+            ids = self.prompt_ids(kept)
+        return ids
+
+    def check_prompt(self, n_prompt: int) -> None:
+        if n_prompt + 1 > self.context_tokens:
+            raise RequestError(
+                "prompt_too_long",
+                f"prompt is {n_prompt:,} tokens; this model's window is "
+                f"{self.context_tokens:,} (room is needed for at least one reply token)",
+            )
