@@ -29,6 +29,8 @@ ENV_PASSWORD = "EDGE_ASSISTANT_MQTT_PASSWORD"
 ENV_HOST = "EDGE_ASSISTANT_MQTT_HOST"
 ENV_PORT = "EDGE_ASSISTANT_MQTT_PORT"
 ENV_TLS = "EDGE_ASSISTANT_MQTT_TLS"
+# The HTTP API's bearer token: a secret, so it may come from the environment too.
+ENV_HTTP_API_KEY = "EDGE_ASSISTANT_HTTP_API_KEY"
 
 MAX_TOKENS_LIMIT = 4096
 TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -212,6 +214,12 @@ SCHEMA = vol.Schema(
             vol.Optional("port", default=8099): _int(1, 65535),
             vol.Optional("keep_prompts", default=False): _bool,
         },
+        vol.Optional("http", default={}): {
+            vol.Optional("enabled", default=False): _bool,
+            vol.Optional("host", default="0.0.0.0"): _str(1, 253),
+            vol.Optional("port", default=11434): _int(1, 65535),
+            vol.Optional("api_key", default=None): _optional(_str(1, 256)),
+        },
     }
 )
 
@@ -312,6 +320,16 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """The Ollama- and OpenAI-compatible HTTP API (port 11434 is Ollama's)."""
+
+    enabled: bool = False
+    host: str = "0.0.0.0"  # Home Assistant connects over its network
+    port: int = 11434
+    api_key: str | None = field(default=None, repr=False)  # Bearer token; None: open
+
+
+@dataclass(frozen=True)
 class Config:
     log_level: str = "info"
     mqtt: MqttConfig = MqttConfig()
@@ -325,6 +343,7 @@ class Config:
     sessions: SessionsConfig = SessionsConfig()
     wyoming: WyomingConfig = WyomingConfig()
     web: WebConfig = WebConfig()
+    http: HttpConfig = HttpConfig()
     source: str = "built-in defaults"  # where the values came from, for logs and doctor
 
     def public_dict(self) -> dict[str, Any]:
@@ -332,6 +351,7 @@ class Config:
         data: dict[str, Any] = _to_plain(self)
         data["mqtt"]["password"] = "***" if self.mqtt.password else None
         data["mqtt"]["username"] = "***" if self.mqtt.username else None
+        data["http"]["api_key"] = "***" if self.http.api_key else None
         return data
 
 
@@ -427,6 +447,9 @@ def parse_config(
         sessions=SessionsConfig(**data["sessions"]),
         wyoming=WyomingConfig(**data["wyoming"]),
         web=WebConfig(**data["web"]),
+        http=HttpConfig(
+            **{**data["http"], "api_key": env.get(ENV_HTTP_API_KEY) or data["http"]["api_key"]}
+        ),
         source=source,
     )
 

@@ -24,6 +24,12 @@ echo "setup: installing edge-assistant and its dev tools into .venv"
 # release pins paho-mqtt 1.5, which we must not get, so it goes in without its pins.
 .venv/bin/python -m pip install --quiet "dataclasses-json==0.5.6"
 .venv/bin/python -m pip install --quiet --no-deps "rhasspy-hermes==0.6.2"
+# Test-only: the HTTP API tests also speak through ollama 0.4.7, the client Home
+# Assistant 2025.4 pins, next to the newest one in .venv: its own folder, put first on
+# PYTHONPATH by the tests that use it.
+if [ ! -f .venv/ollama-0.4.7/ollama/__init__.py ]; then
+    .venv/bin/python -m pip install --quiet --target .venv/ollama-0.4.7 "ollama==0.4.7"
+fi
 
 # Debian packages the tests use: the broker they start, and AppArmor's parser, which
 # compiles the add-on's profile in tests/test_addon.py.

@@ -380,6 +380,7 @@ SAMPLES: dict[str, list[Any]] = {
     "mqtt.host": ["core-mosquitto", "192.168.1.10"],
     "mqtt.username": ["addons"],
     "mqtt.password": ["s3cret!"],
+    "http.api_key": ["s3cret-token"],
     "discovery.prefix": ["homeassistant", "ha/discovery"],
 }
 

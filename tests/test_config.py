@@ -136,3 +136,16 @@ def test_addon_options_with_unset_numbers_mean_auto(tmp_path: Path) -> None:
     options.write_text('{"engine": {"threads": null, "max_tokens": 64}, "model": {"dir": null}}')
     config = load_config(options, env={})
     assert (config.engine.threads, config.engine.max_tokens) == (AUTO, 64)
+
+
+def test_http_section_defaults_and_secret_from_environment() -> None:
+    config = parse_config({}, env={})
+    assert (config.http.enabled, config.http.host, config.http.port) == (False, "0.0.0.0", 11434)
+    assert config.http.api_key is None
+    env = {"EDGE_ASSISTANT_HTTP_API_KEY": "from-env"}
+    config = parse_config({"http": {"enabled": True, "api_key": "from-file"}}, env=env)
+    assert config.http.api_key == "from-env"
+    assert config.public_dict()["http"]["api_key"] == "***"
+    assert "from-env" not in repr(config)
+    with pytest.raises(ConfigError, match=r"http\.port: must be at most 65535"):
+        parse_config({"http": {"port": 70000}}, env={})
