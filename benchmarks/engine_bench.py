@@ -153,7 +153,7 @@ def run_ours_worker(ids: list[int]) -> dict[str, float]:
 def run_llama(ids: list[int]) -> dict[str, float]:
     from llama_cpp import Llama  # noqa: PLC0415
 
-    from assistant.model.fetch import fetch_default_gguf  # noqa: PLC0415
+    from assistant.convert.fetch import fetch_default_gguf  # noqa: PLC0415
 
     gguf = fetch_default_gguf()
     llm = Llama(str(gguf), n_threads=THREADS, n_ctx=2048, n_batch=512, verbose=False)
@@ -172,7 +172,7 @@ def run_torch(ids: list[int]) -> dict[str, float]:
     import torch  # noqa: PLC0415
     from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
-    from assistant.model.fetch import fetch_default_gguf  # noqa: PLC0415
+    from assistant.convert.fetch import fetch_default_gguf  # noqa: PLC0415
 
     torch.set_num_threads(THREADS)
     gguf = fetch_default_gguf()

@@ -58,7 +58,7 @@ MALFORMED: tuple[bytes, ...] = (
 
 
 def tiny_model(scratch: Path) -> Path:
-    from assistant.model.prepare import prepare_model  # noqa: PLC0415
+    from assistant.convert.prepare import prepare_model  # noqa: PLC0415
     from tests.test_model_tiny_gguf import write_tiny_gguf  # noqa: PLC0415
 
     source = scratch / "Tiny-Chat.Q8_0.gguf"

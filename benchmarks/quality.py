@@ -16,10 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from assistant.model import ModelManager, prepare_model
-from assistant.model.manifest import Manifest
-from assistant.model.prepare import Precision
-from assistant.model.quality import compare
+from assistant.convert import prepare_model
+from assistant.convert.quality import compare
+from assistant.model import ModelManager
+from assistant.model.manifest import Manifest, Precision
 
 HERE = Path(__file__).resolve().parent
 TARGET_PPL_RATIO = 1.02

@@ -26,7 +26,9 @@ echo "build-image-venv: creating ${VENV_DIR}"
 export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 "$VENV_DIR/bin/python" -m pip install --quiet --upgrade pip
 echo "build-image-venv: installing edge-assistant from ${REPO}"
-"$VENV_DIR/bin/python" -m pip install --quiet --prefer-binary "$REPO"
+# The `prepare` extra: this script prepares the default model, and the add-on's run script
+# prepares GGUFs dropped in /share.
+"$VENV_DIR/bin/python" -m pip install --quiet --prefer-binary "$REPO[prepare]"
 "$VENV_DIR/bin/edge-assistant" --version
 
 echo "build-image-venv: preparing the default model into ${MODELS_DIR}"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up Edge Assistant on a fresh machine, idempotently:
-#   1. a virtual environment in .venv with the package and its dev tools,
+#   1. a virtual environment in .venv with the package, the `prepare` extra and dev tools,
 #   2. the mosquitto broker binary (the test suite starts private brokers),
 #   3. the default model, converted to INT8 ONNX (cached outside the checkout).
 # Re-running is cheap: each step skips what is already in place.
@@ -18,8 +18,8 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-echo "setup: installing edge-assistant and its dev tools into .venv"
-.venv/bin/python -m pip install --quiet -e '.[dev]'
+echo "setup: installing edge-assistant, its model converter and dev tools into .venv"
+.venv/bin/python -m pip install --quiet -e '.[dev,prepare]'
 # Test-only: the Hermes tests speak through rhasspy-hermes' own message classes. Every
 # release pins paho-mqtt 1.5, which we must not get, so it goes in without its pins.
 .venv/bin/python -m pip install --quiet "dataclasses-json==0.5.6"

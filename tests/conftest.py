@@ -75,7 +75,7 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama-family model, converted by the real pipeline (FP32 keeps the
     engine tests exact)."""
-    from assistant.model.prepare import prepare_model  # noqa: PLC0415
+    from assistant.convert.prepare import prepare_model  # noqa: PLC0415
     from tests.test_model_tiny_gguf import write_tiny_gguf  # noqa: PLC0415
 
     source = tmp_path_factory.mktemp("tiny-src") / "Tiny-Chat.Q8_0.gguf"

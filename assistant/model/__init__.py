@@ -1,4 +1,5 @@
-"""The model service layer: GGUF -> ONNX model folders, and loading them for inference."""
+"""The runtime model layer: find and load prepared ONNX model folders (building them from a
+GGUF is assistant.convert, an optional extra)."""
 
 from assistant.model.errors import (
     CorruptModelError,
@@ -8,7 +9,6 @@ from assistant.model.errors import (
 )
 from assistant.model.manager import CatalogEntry, ModelInstance, ModelManager
 from assistant.model.paths import default_models_dir
-from assistant.model.prepare import prepare_model
 
 __all__ = [
     "CatalogEntry",
@@ -19,5 +19,4 @@ __all__ = [
     "ModelNotFoundError",
     "UnsupportedModelError",
     "default_models_dir",
-    "prepare_model",
 ]

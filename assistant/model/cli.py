@@ -1,44 +1,47 @@
-"""`model prepare` and `model list`: registered into the main CLI by assistant/cli.py."""
+"""`model prepare` and `model list`: registered into the main CLI by assistant/cli.py.
+
+`prepare` runs assistant.convert, imported only then: it needs the optional `prepare` extra."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any
 
 from assistant.model.errors import ModelError
 from assistant.model.manager import ModelManager
-from assistant.model.prepare import Precision, prepare_model
+
+# What `model prepare` needs beyond the runtime (the `prepare` extra in pyproject.toml).
+PREPARE_EXTRA = "edge-assistant[prepare]"
+PREPARE_MODULES = ("gguf", "onnx", "onnx_ir")
 
 
-class StepProgress:
-    """Prints one line per prepare step on stderr, with the time the previous step took."""
+class PrepareExtraMissingError(ModelError):
+    """`model prepare` on an install without the converter's packages."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
-        self.started = time.monotonic()
-        self.step_started = self.started
 
-    def __call__(self, step: str, index: int, total: int) -> None:
-        now = time.monotonic()
-        bar = "#" * index + "." * (total - index)
-        print(
-            f"[{bar}] {index}/{total} {step} (+{now - self.step_started:.1f}s)",
-            file=self.stream,
-            flush=True,
+def _missing_prepare_modules() -> list[str]:
+    missing = []
+    for name in PREPARE_MODULES:
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    return missing
+
+
+def _prepare(models_dir: Path, gguf: Path | None, precision: str) -> None:
+    missing = _missing_prepare_modules()
+    if missing:
+        raise PrepareExtraMissingError(
+            f"model preparation needs {', '.join(missing)}, which this install lacks: "
+            f"pip install '{PREPARE_EXTRA}'"
         )
-        self.step_started = now
+    from assistant.convert.cli import run_prepare  # noqa: PLC0415 - the optional extra
 
-    def done(self, path: Path) -> None:
-        """Final line with the total time."""
-        print(
-            f"model ready at {path} ({time.monotonic() - self.started:.1f}s)",
-            file=self.stream,
-            flush=True,
-        )
+    run_prepare(models_dir, gguf, precision)
 
 
 def add_model_commands(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
@@ -62,10 +65,7 @@ def run_model_command(args: argparse.Namespace, models_dir: Path, picked: str | 
     """Run the parsed `model ...` command; returns the process exit code."""
     try:
         if args.model_command == "prepare":
-            progress = StepProgress()
-            path = prepare_model(models_dir, args.gguf, cast(Precision, args.precision), progress)
-            progress.done(path)
-            print(path)
+            _prepare(models_dir, args.gguf, args.precision)
             return 0
         if args.model_command == "list":
             _print_catalog(ModelManager(models_dir), models_dir, picked)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from assistant.model.graph import ATTENTION_MASK, INPUT_IDS, LOGITS, LOGITS_TO_KEEP
+from assistant.model.io_names import ATTENTION_MASK, INPUT_IDS, LOGITS, LOGITS_TO_KEEP
 
 
 def every_position(session: Any) -> dict[str, npt.NDArray[np.int64]]:

@@ -1,4 +1,4 @@
-"""ModelManager: find, load and convert prepared model folders."""
+"""ModelManager: find and load prepared model folders (preparing them: assistant.convert)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,14 @@ from tokenizers import Tokenizer
 
 from assistant.model.chat import ChatTemplate
 from assistant.model.errors import ModelError, ModelNotFoundError
-from assistant.model.manifest import MANIFEST_NAME, MODEL_FILE, TOKENIZER_FILE, Manifest
+from assistant.model.manifest import (
+    MANIFEST_NAME,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    Manifest,
+    Precision,
+)
 from assistant.model.paths import default_models_dir
-from assistant.model.prepare import Precision, prepare_model
 from assistant.model.session import open_session
 
 
@@ -97,9 +102,12 @@ class ModelManager:
         return ModelInstance.load(self.resolve(path), threads=threads)
 
     def optimize_model(self, model: ModelInstance, precision: Precision = "int8") -> ModelInstance:
-        """The same model at `precision`, prepared from its recorded GGUF source if needed."""
+        """The same model at `precision`, prepared from its recorded GGUF source if needed
+        (needs the `prepare` extra unless the model already has that precision)."""
         if model.manifest.precision == precision:
             return model
+        from assistant.convert import prepare_model  # noqa: PLC0415 - the optional extra
+
         source = model.manifest.source
         gguf = Path(source["gguf_path"]) if "wheel" not in source else None
         if gguf is not None and not gguf.is_file():

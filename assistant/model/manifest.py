@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from assistant.model.errors import ModelError
-from assistant.model.fetch import sha256_file
 
 MANIFEST_NAME = "manifest.json"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 # 2: the graph takes `logits_to_keep`. A folder of another format is rebuilt by `prepare`.
 FORMAT_VERSION = 2
+# What `model prepare --precision` accepts (the manifest records the one a folder was built at).
+Precision = Literal["int8", "fp32"]
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -30,12 +30,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from assistant.model.gguf_loader import F32, LlamaConfig, LlamaWeights
+from assistant.convert.gguf_loader import F32, LlamaConfig, LlamaWeights
+from assistant.model.io_names import ATTENTION_MASK, INPUT_IDS, LOGITS, LOGITS_TO_KEEP
 
-INPUT_IDS = "input_ids"
-ATTENTION_MASK = "attention_mask"
-LOGITS = "logits"
-LOGITS_TO_KEEP = "logits_to_keep"  # logits for the last N positions only (0: all)
 EMBED_WEIGHT = "model.embed_tokens.weight"
 LM_HEAD_WEIGHT = "lm_head.weight_t"
 EMBED_NODE = "/model/embed_tokens/Gather"

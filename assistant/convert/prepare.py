@@ -10,32 +10,33 @@ from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import onnx
 
+from assistant.convert.fetch import DEFAULT_SOURCE, fetch_default_gguf
+from assistant.convert.gguf_loader import GgufModel, load_gguf
+from assistant.convert.graph import build_decoder
+from assistant.convert.optimize import OPTIMIZATION_LEVEL, graph_stats, optimize_offline
+from assistant.convert.quality import BUILTIN_TEXT, QualityReport, compare
+from assistant.convert.quantize import ACCURACY_LEVEL, EMBED_BLOCK, quantize_int8
+from assistant.convert.smooth import ALPHA as SMOOTH_ALPHA
+from assistant.convert.smooth import CALIBRATION_TEXT, collect_stats, smooth
+from assistant.convert.tokenizer import build_tokenizer
 from assistant.model.errors import ModelError
-from assistant.model.fetch import DEFAULT_SOURCE, fetch_default_gguf, sha256_file
-from assistant.model.gguf_loader import GgufModel, load_gguf
-from assistant.model.graph import build_decoder
 from assistant.model.manifest import (
     MANIFEST_NAME,
     MODEL_FILE,
     TOKENIZER_FILE,
     Manifest,
+    Precision,
     describe_files,
+    sha256_file,
 )
-from assistant.model.optimize import OPTIMIZATION_LEVEL, graph_stats, optimize_offline
-from assistant.model.quality import BUILTIN_TEXT, QualityReport, compare
-from assistant.model.quantize import ACCURACY_LEVEL, EMBED_BLOCK, quantize_int8
 from assistant.model.session import open_session
-from assistant.model.smooth import ALPHA as SMOOTH_ALPHA
-from assistant.model.smooth import CALIBRATION_TEXT, collect_stats, smooth
-from assistant.model.tokenizer import build_tokenizer
 
 _LOGGER = logging.getLogger(__name__)
 
-Precision = Literal["int8", "fp32"]
 # progress(step, index, total): called when a step starts; index counts from 1.
 ProgressCallback = Callable[[str, int, int], None]
 STEPS = ("fetch", "dequantize", "build", "quantize", "optimize", "verify")

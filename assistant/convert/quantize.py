@@ -14,8 +14,14 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from assistant.convert.graph import (
+    EMBED_NODE,
+    EMBED_WEIGHT,
+    LM_HEAD_NODE,
+    LM_HEAD_WEIGHT,
+    MS_DOMAIN,
+)
 from assistant.model.errors import ModelError
-from assistant.model.graph import EMBED_NODE, EMBED_WEIGHT, LM_HEAD_NODE, LM_HEAD_WEIGHT, MS_DOMAIN
 
 _LOGGER = logging.getLogger(__name__)
 

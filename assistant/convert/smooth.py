@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from assistant.model.gguf_loader import F32, LayerWeights, LlamaConfig, LlamaWeights
-from assistant.model.graph import ATTENTION_MASK, INPUT_IDS
+from assistant.convert.gguf_loader import F32, LayerWeights, LlamaConfig, LlamaWeights
+from assistant.model.io_names import ATTENTION_MASK, INPUT_IDS
 
 ALPHA = 0.5  # 0.3 / 0.5 / 0.7 measured; 0.5 keeps the most top-1 agreement on SmolLM2
 # Calibration input: distinct from the texts that quality is measured on. A chat turn and

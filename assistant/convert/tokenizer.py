@@ -6,8 +6,8 @@ import logging
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
+from assistant.convert.gguf_loader import GgufVocab
 from assistant.model.errors import CorruptModelError
-from assistant.model.gguf_loader import GgufVocab
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -1,0 +1,64 @@
+"""The runtime never loads the converter: `serve` and the worker work without the `prepare`
+extra (gguf, onnx, onnx-ir), and `model prepare` without it says what to install."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+CONVERTER_MODULES = ("onnx", "gguf", "onnx_ir", "assistant.convert")
+
+# What the service entry point imports, then what the worker does at start (load a prepared
+# folder, one warm-up generation); prints the converter modules that got loaded.
+RUNTIME_SCRIPT = f"""
+import json, sys
+import assistant.cli, assistant.serve, assistant.service, assistant.models_present
+from assistant.cli import build_parser
+from assistant.worker.main import _load
+from assistant.worker.protocol import StartSpec
+
+build_parser().parse_args(["serve"])
+spec = StartSpec(model_path=sys.argv[1], threads=1, context_tokens=64, max_batch=1,
+                 kv_budget_bytes=1 << 20, sandbox=False)
+engine = _load(spec)  # the worker's own start: load, then a short warm-up generation
+names = {CONVERTER_MODULES!r}
+print(json.dumps({{"engine": type(engine).__name__, "loaded": sorted(
+    n for n in sys.modules if n in names or n.startswith("assistant.convert"))}}))
+"""
+
+
+def test_service_and_worker_load_no_converter_module(tiny_model_dir: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", RUNTIME_SCRIPT, str(tiny_model_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["engine"] == "Engine"  # the model really loaded and generated
+    assert report["loaded"] == []
+
+
+def test_prepare_without_the_extra_names_what_to_install(tmp_path: Path) -> None:
+    # `None` in sys.modules makes `import gguf` fail as if it were not installed.
+    script = (
+        "import sys; sys.modules['gguf'] = None\n"
+        "from assistant.cli import main\n"
+        f"sys.exit(main(['model', 'prepare', '--gguf', {str(tmp_path / 'm.gguf')!r}]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd=tmp_path,
+        env={"EDGE_ASSISTANT_MODELS": str(tmp_path / "models"), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 1
+    assert "gguf" in result.stderr
+    assert "pip install 'edge-assistant[prepare]'" in result.stderr
+    assert not (tmp_path / "models").exists()
