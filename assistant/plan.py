@@ -70,11 +70,14 @@ class TierRule:
     summary: str
 
 
+# Context windows: Home Assistant's conversation agents send 2-4k tokens before the user
+# says a word (instructions, the exposed entities, tool schemas) and ask for 8192, so
+# every tier starts there (minimal at 4096) and memory alone halves it (`make_plan`).
 TIERS: tuple[TierRule, ...] = (
     TierRule("large", 8, 14_500, 8192, 16, "≥ 8 cores and ≥ 16 GB: complex dialogue"),
-    TierRule("standard", 4, 7_000, 4096, 8, "≥ 4 cores and ≥ 8 GB"),
-    TierRule("basic", 2, 3_400, 2048, 8, "≥ 2 cores and ≥ 4 GB: basic functions"),
-    TierRule("minimal", 1, 0, 1024, 2, "below 2 cores / 4 GB: short answers, expect delays"),
+    TierRule("standard", 4, 7_000, 8192, 8, "≥ 4 cores and ≥ 8 GB"),
+    TierRule("basic", 2, 3_400, 8192, 8, "≥ 2 cores and ≥ 4 GB: basic functions"),
+    TierRule("minimal", 1, 0, 4096, 2, "below 2 cores / 4 GB: short answers, expect delays"),
 )
 
 

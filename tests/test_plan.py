@@ -115,7 +115,7 @@ def test_raspberry_pi_4_basic_tier_small_model() -> None:
     assert p.threads == 3  # one core left for Home Assistant
     assert p.model.id == DEFAULT_MODEL_ID  # a larger one would decode too slowly on an A72
     assert p.precision == "int8"
-    assert p.context_tokens == 2048
+    assert p.context_tokens == 8192  # Home Assistant asks for 8192 (num_ctx)
 
 
 def test_raspberry_pi_5_standard_tier_larger_model() -> None:
@@ -124,7 +124,7 @@ def test_raspberry_pi_5_standard_tier_larger_model() -> None:
     assert p.threads == 3
     assert params(p) > params(plan(PI4))  # dotprod and NVMe buy a bigger model
     assert p.est_decode_tok_s >= 15
-    assert p.context_tokens == 4096
+    assert p.context_tokens == 8192
 
 
 def test_n100_mini_pc_standard_tier() -> None:
@@ -138,7 +138,7 @@ def test_two_core_two_gb_vm_is_minimal() -> None:
     p = plan(VM_2C_2G)
     assert p.tier == "minimal"
     assert p.threads == 2
-    assert p.context_tokens == 1024
+    assert p.context_tokens == 4096  # a 2k-token Home Assistant request still fits
     assert p.max_batch <= 2
 
 
@@ -202,3 +202,13 @@ def test_precision_filter() -> None:
 def test_no_candidates_is_an_error() -> None:
     with pytest.raises(PlanError):
         make_plan(PI4, DEFAULTS, [])
+
+
+@pytest.mark.parametrize("facts", [PI4, VM_2C_2G, replace(PI4, logical_cpus=2, usable_cpus=2.0)])
+def test_a_home_assistant_request_fits_every_small_machine(facts: HardwareFacts) -> None:
+    # HA's first request for a 22-entity home with 12 tools is 2,058 tokens, and the
+    # engine keeps a quarter of the window (up to max_tokens) for the reply.
+    p = plan(facts, models=tuple(DEFAULT_ONLY))
+    reply = min(256, p.context_tokens // 4)
+    assert p.context_tokens - reply >= 2_058 + 64
+    assert p.context_tokens * p.model.kv_bytes_per_token <= p.kv_cache_mb * 2**20
