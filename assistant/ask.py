@@ -1,27 +1,24 @@
-"""`edge-assistant ask`: one prompt through the same sandboxed worker the service uses."""
+"""`edge-assistant ask`: one prompt through the same core and sandboxed worker the service
+uses; a thin translator from the command line to a `Request` and back."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from assistant.config import Config
-from assistant.core.events import Delta
-from assistant.engine.request import GenerationRequest, SamplingParams
+from assistant.core.core import Core
+from assistant.core.events import Delta, Finished
+from assistant.core.request import Request, Sampling
 from assistant.model.errors import ModelError
 from assistant.models_present import plan_for_this_machine
 from assistant.plan import PlanError
-from assistant.replies import error_payload, reply_payload
-from assistant.worker.launch import start_spec
-from assistant.worker.protocol import StartSpec
-from assistant.worker.supervisor import Supervisor, WorkerStartError
-
-LOG = logging.getLogger(__name__)
+from assistant.replies import ErrorReply, Reply
+from assistant.worker.process import WorkerStartError
 
 
 @dataclass(frozen=True)
@@ -32,19 +29,14 @@ class AskOptions:
     temperature: float | None = None
 
 
-def build_request(options: AskOptions, config: Config) -> GenerationRequest:
-    eng = config.engine
-    max_tokens = min(options.max_tokens or eng.max_tokens, eng.max_tokens)
-    temperature = eng.temperature if options.temperature is None else options.temperature
-    messages = []
-    if eng.system_prompt:
-        messages.append(("system", eng.system_prompt))
-    messages.append(("user", options.text))
-    return GenerationRequest(
+def build_request(options: AskOptions) -> Request:
+    return Request(
         id=uuid.uuid4().hex[:12],
-        messages=tuple(messages),
-        max_tokens=max_tokens,
-        sampling=SamplingParams(temperature=temperature),
+        front_end="cli",
+        client="cli",
+        text=options.text,
+        max_tokens=options.max_tokens,
+        sampling=Sampling(temperature=options.temperature),
     )
 
 
@@ -55,38 +47,39 @@ def run_ask(options: AskOptions, config: Config, models_dir: Path) -> int:
     except (PlanError, ModelError) as err:
         print(f"edge-assistant: {err}", file=sys.stderr)
         return 1
-    return asyncio.run(_ask(options, config, start_spec(plan, config, folder)))
+    return asyncio.run(_ask(options, Core.for_plan(config, plan, folder)))
 
 
-async def _ask(options: AskOptions, config: Config, spec: StartSpec) -> int:
-    supervisor = Supervisor(spec, log_level=config.log_level)
+async def _ask(options: AskOptions, core: Core) -> int:
     try:
-        hello = await supervisor.start()
+        await core.start()
     except WorkerStartError as err:
         print(f"edge-assistant: {err}", file=sys.stderr)
         return 1
-    request = build_request(options, config)
-    code = 0
     try:
-        async for event in supervisor.submit(request).stream():
+        async for event in core.submit(build_request(options)).events():
             if isinstance(event, Delta):
                 if not options.json:
                     sys.stdout.write(event.text)
                     sys.stdout.flush()
-            elif event.result is not None:
-                if options.json:
-                    print(json.dumps(reply_payload(event.result, hello.model_id)))
-                else:
-                    sys.stdout.write("\n")
-            elif event.error is not None:
-                code = 1
-                if options.json:
-                    print(json.dumps(error_payload(request.id, event.error)))
-                else:
-                    print(
-                        f"edge-assistant: {event.error.code}: {event.error.message}",
-                        file=sys.stderr,
-                    )
+            else:
+                return _final(event, options, core.model_id)
     finally:
-        await supervisor.stop()
-    return code
+        await core.drain(0.0)
+        await core.close()
+    return 1  # not reached: the events end with a Finished
+
+
+def _final(event: Finished, options: AskOptions, model_id: str) -> int:
+    if event.result is not None:
+        if options.json:
+            print(json.dumps(Reply.of(event.result, model_id).to_payload()))
+        else:
+            sys.stdout.write("\n")
+        return 0
+    error = ErrorReply.of(event.id, event.error)
+    if options.json:
+        print(json.dumps(error.to_payload()))
+    else:
+        print(f"edge-assistant: {error.code}: {error.message}", file=sys.stderr)
+    return 1

@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from assistant import __version__
-from assistant.config import Config, ConfigError, load_config
+from assistant.config import Config, load_config
+from assistant.config_schema import ConfigError
 
 LOG = logging.getLogger("assistant")
 EXIT_CONFIG = 2

@@ -8,17 +8,15 @@ hardware probe.
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import voluptuous as vol
 import yaml
 
-Auto = Literal["auto"]
-AUTO: Auto = "auto"
+from assistant.config_schema import AUTO, Auto, ConfigError, validate
+
 Precision = Literal["int8", "fp32"]
 
 # Where the service looks when no --config is given (contract.md: "./config.yaml").
@@ -31,197 +29,6 @@ ENV_PORT = "EDGE_ASSISTANT_MQTT_PORT"
 ENV_TLS = "EDGE_ASSISTANT_MQTT_TLS"
 # The HTTP API's bearer token: a secret, so it may come from the environment too.
 ENV_HTTP_API_KEY = "EDGE_ASSISTANT_HTTP_API_KEY"
-
-MAX_TOKENS_LIMIT = 4096
-TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-# A base topic or reply prefix: one or more safe levels, no wildcards, not $SYS.
-TOPIC_PATH = re.compile(r"^[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64}){0,7}$")
-
-
-class ConfigError(Exception):
-    """An invalid configuration; the message names the key path, the rule and the value."""
-
-
-# --- validators whose messages read "<rule>" so errors become "<path>: <rule>, got <value>" ---
-
-
-def _int(lo: int | None = None, hi: int | None = None) -> Callable[[Any], int]:
-    def check(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise vol.Invalid("must be an integer")
-        if lo is not None and value < lo:
-            raise vol.Invalid(f"must be at least {lo}")
-        if hi is not None and value > hi:
-            raise vol.Invalid(f"must be at most {hi}")
-        return value
-
-    return check
-
-
-def _number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> Any:
-    def check(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise vol.Invalid("must be a number")
-        if lo is not None and (value <= lo if lo_open else value < lo):
-            raise vol.Invalid(f"must be {'greater than' if lo_open else 'at least'} {lo}")
-        if hi is not None and value > hi:
-            raise vol.Invalid(f"must be at most {hi}")
-        return float(value)
-
-    return check
-
-
-def _bool(value: Any) -> bool:
-    # Strict: "yes"/0/1 in a config file are more often mistakes than intent.
-    if not isinstance(value, bool):
-        raise vol.Invalid("must be true or false")
-    return value
-
-
-def _str(min_len: int = 0, max_len: int = 10_000) -> Callable[[Any], str]:
-    def check(value: Any) -> str:
-        if not isinstance(value, str):
-            raise vol.Invalid("must be a string")
-        if len(value) < min_len:
-            raise vol.Invalid("must not be empty" if min_len == 1 else f"needs {min_len}+ chars")
-        if len(value) > max_len:
-            raise vol.Invalid(f"must be at most {max_len} characters")
-        return value
-
-    return check
-
-
-def _pattern(regex: re.Pattern[str], rule: str) -> Callable[[Any], str]:
-    def check(value: Any) -> str:
-        if not isinstance(value, str) or not regex.match(value):
-            raise vol.Invalid(rule)
-        return value
-
-    return check
-
-
-def _one_of(*choices: str) -> Callable[[Any], str]:
-    def check(value: Any) -> str:
-        if value not in choices:
-            raise vol.Invalid("must be one of " + ", ".join(repr(c) for c in choices))
-        return str(value)
-
-    return check
-
-
-def _auto_or(inner: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def check(value: Any) -> Any:
-        if value == AUTO:
-            return AUTO
-        try:
-            return inner(value)
-        except vol.Invalid as err:
-            raise vol.Invalid(f"must be 'auto' or {err.msg.removeprefix('must be ')}") from err
-
-    return check
-
-
-def _optional(inner: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def check(value: Any) -> Any:
-        return None if value is None or value == "" else inner(value)
-
-    return check
-
-
-_TOPIC_RULE = "must be topic levels of [A-Za-z0-9_-], separated by '/', without wildcards"
-
-_TLS = {
-    vol.Optional("enabled", default=False): _bool,
-    vol.Optional("ca_certs", default=None): _optional(_str(1)),
-    vol.Optional("certfile", default=None): _optional(_str(1)),
-    vol.Optional("keyfile", default=None): _optional(_str(1)),
-    vol.Optional("insecure", default=False): _bool,
-}
-
-SCHEMA = vol.Schema(
-    {
-        vol.Optional("log_level", default="info"): _one_of(
-            "debug", "info", "warning", "error", "critical"
-        ),
-        vol.Optional("mqtt", default={}): {
-            vol.Optional("host", default="localhost"): _str(1, 253),
-            vol.Optional("port", default=1883): _int(1, 65535),
-            vol.Optional("username", default=None): _optional(_str(1, 256)),
-            vol.Optional("password", default=None): _optional(_str(1, 256)),
-            vol.Optional("client_id", default=None): _optional(
-                _pattern(TOPIC_LEVEL, "must be 1-64 characters of [A-Za-z0-9_-]")
-            ),
-            vol.Optional("base_topic", default="edge_assistant"): _pattern(TOPIC_PATH, _TOPIC_RULE),
-            vol.Optional("allowed_reply_prefixes", default=[]): [_pattern(TOPIC_PATH, _TOPIC_RULE)],
-            vol.Optional("shared_group", default=None): _optional(
-                _pattern(TOPIC_LEVEL, "must be 1-64 characters of [A-Za-z0-9_-]")
-            ),
-            vol.Optional("protocol", default="5"): _one_of("5", "3.1.1"),
-            vol.Optional("keepalive_s", default=30): _int(5, 3600),
-            vol.Optional("tls", default={}): _TLS,
-        },
-        vol.Optional("discovery", default={}): {
-            vol.Optional("enabled", default=True): _bool,
-            vol.Optional("prefix", default="homeassistant"): _pattern(TOPIC_PATH, _TOPIC_RULE),
-        },
-        vol.Optional("telemetry", default={}): {
-            vol.Optional("interval_s", default=30): _number(1, 86_400),
-        },
-        vol.Optional("model", default={}): {
-            vol.Optional("name", default=AUTO): _auto_or(
-                _pattern(TOPIC_LEVEL, "must be a model id of [A-Za-z0-9_-]")
-            ),
-            vol.Optional("dir", default=None): _optional(_str(1)),
-            vol.Optional("precision", default=AUTO): _one_of(AUTO, "int8", "fp32"),
-        },
-        vol.Optional("engine", default={}): {
-            vol.Optional("threads", default=AUTO): _auto_or(_int(1, 256)),
-            vol.Optional("max_batch", default=AUTO): _auto_or(_int(1, 64)),
-            vol.Optional("context_tokens", default=AUTO): _auto_or(_int(256, 131_072)),
-            vol.Optional("max_tokens", default=256): _int(1, MAX_TOKENS_LIMIT),
-            vol.Optional("temperature", default=0.7): _number(0.0, 2.0),
-            vol.Optional("system_prompt", default="You are a helpful home assistant."): _str(
-                0, 4000
-            ),
-        },
-        vol.Optional("scheduler", default={}): {
-            vol.Optional("queue_size", default=64): _int(1, 10_000),
-            vol.Optional("request_timeout_s", default=120): _number(0.0, 86_400, lo_open=True),
-            vol.Optional("rate_limit_per_source", default=None): _optional(
-                _number(0.0, 100_000, lo_open=True)
-            ),
-        },
-        vol.Optional("sandbox", default={}): {
-            vol.Optional("enabled", default=True): _bool,
-            vol.Optional("memory_mb", default=AUTO): _auto_or(_int(128, 1_048_576)),
-        },
-        vol.Optional("hermes", default={}): {
-            vol.Optional("enabled", default=False): _bool,
-        },
-        vol.Optional("sessions", default={}): {
-            vol.Optional("idle_s", default=900): _number(1, 7 * 86_400),
-            vol.Optional("max_sessions", default=100): _int(1, 100_000),
-            vol.Optional("max_turns", default=10): _int(1, 1000),
-        },
-        vol.Optional("wyoming", default={}): {
-            vol.Optional("enabled", default=False): _bool,
-            vol.Optional("host", default="0.0.0.0"): _str(1, 253),
-            vol.Optional("port", default=10600): _int(1, 65535),
-        },
-        vol.Optional("web", default={}): {
-            vol.Optional("enabled", default=True): _bool,
-            vol.Optional("host", default="127.0.0.1"): _str(1, 253),
-            vol.Optional("port", default=8099): _int(1, 65535),
-            vol.Optional("keep_prompts", default=False): _bool,
-        },
-        vol.Optional("http", default={}): {
-            vol.Optional("enabled", default=False): _bool,
-            vol.Optional("host", default="0.0.0.0"): _str(1, 253),
-            vol.Optional("port", default=11434): _int(1, 65535),
-            vol.Optional("api_key", default=None): _optional(_str(1, 256)),
-        },
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -369,89 +176,60 @@ def _path(value: str | None) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-def _format_error(err: vol.Invalid, raw: Any) -> str:
-    path = ".".join(str(part) for part in err.path) or "(top level)"
-    if err.msg == "extra keys not allowed":
-        return f"{path}: unknown key (check the spelling against config.yaml.example)"
-    if err.msg.startswith("expected a dictionary"):
-        return f"{path}: must be a mapping of keys, got {_describe(_lookup(raw, err.path))}"
-    if err.msg.startswith("expected a list"):
-        return f"{path}: must be a list, got {_describe(_lookup(raw, err.path))}"
-    return f"{path}: {err.msg}, got {_describe(_lookup(raw, err.path))}"
-
-
-def _lookup(raw: Any, path: list[Any]) -> Any:
-    for part in path:
-        try:
-            raw = raw[part]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return raw
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def parse_config(
     raw: Any, *, source: str = "built-in defaults", env: Mapping[str, str] | None = None
 ) -> Config:
     """Validate a raw mapping (from YAML or JSON) and build the frozen config."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"(top level): must be a mapping of keys, got {_describe(raw)}")
-    try:
-        data = SCHEMA(raw)
-    except vol.MultipleInvalid as err:
-        # One line, the first problem: the user fixes it and reruns.
-        raise ConfigError(_format_error(err.errors[0], raw)) from None
+    data = validate(raw)
 
     env = os.environ if env is None else env
     _apply_environment(data["mqtt"], env)
-    mq, tls = data["mqtt"], data["mqtt"]["tls"]
-    eng, sch = data["engine"], data["scheduler"]
     return Config(
-        log_level=data["log_level"],
-        mqtt=MqttConfig(
-            host=mq["host"],
-            port=mq["port"],
-            username=env.get(ENV_USERNAME) or mq["username"],
-            password=env.get(ENV_PASSWORD) or mq["password"],
-            client_id=mq["client_id"],
-            base_topic=mq["base_topic"],
-            allowed_reply_prefixes=tuple(mq["allowed_reply_prefixes"]),
-            shared_group=mq["shared_group"],
-            protocol=mq["protocol"],
-            keepalive_s=mq["keepalive_s"],
-            tls=TlsConfig(
-                enabled=tls["enabled"],
-                ca_certs=_path(tls["ca_certs"]),
-                certfile=_path(tls["certfile"]),
-                keyfile=_path(tls["keyfile"]),
-                insecure=tls["insecure"],
-            ),
-        ),
-        discovery=DiscoveryConfig(**data["discovery"]),
-        telemetry=TelemetryConfig(**data["telemetry"]),
-        model=ModelConfig(
-            name=data["model"]["name"],
-            dir=_path(data["model"]["dir"]),
-            precision=data["model"]["precision"],
-        ),
-        engine=EngineConfig(**eng),
-        scheduler=SchedulerConfig(**sch),
-        sandbox=SandboxConfig(**data["sandbox"]),
-        hermes=HermesConfig(**data["hermes"]),
-        sessions=SessionsConfig(**data["sessions"]),
-        wyoming=WyomingConfig(**data["wyoming"]),
-        web=WebConfig(**data["web"]),
-        http=HttpConfig(
-            **{**data["http"], "api_key": env.get(ENV_HTTP_API_KEY) or data["http"]["api_key"]}
-        ),
+        mqtt=_mqtt(data.pop("mqtt"), env),
+        model=_model(data.pop("model")),
+        http=_http(data.pop("http"), env),
         source=source,
+        **{key: _SECTIONS[key](**value) for key, value in data.items() if key in _SECTIONS},
+        **{key: value for key, value in data.items() if key not in _SECTIONS},
     )
+
+
+_SECTIONS: dict[str, Any] = {
+    "discovery": DiscoveryConfig,
+    "telemetry": TelemetryConfig,
+    "engine": EngineConfig,
+    "scheduler": SchedulerConfig,
+    "sandbox": SandboxConfig,
+    "hermes": HermesConfig,
+    "sessions": SessionsConfig,
+    "wyoming": WyomingConfig,
+    "web": WebConfig,
+}
+
+
+def _mqtt(mq: dict[str, Any], env: Mapping[str, str]) -> MqttConfig:
+    tls = mq.pop("tls")
+    for key in ("ca_certs", "certfile", "keyfile"):
+        if key in tls:
+            tls[key] = _path(tls[key])
+    if "allowed_reply_prefixes" in mq:
+        mq["allowed_reply_prefixes"] = tuple(mq["allowed_reply_prefixes"])
+    for key, name in (("username", ENV_USERNAME), ("password", ENV_PASSWORD)):
+        if env.get(name):
+            mq[key] = env[name]
+    return MqttConfig(**mq, tls=TlsConfig(**tls))
+
+
+def _model(model: dict[str, Any]) -> ModelConfig:
+    if "dir" in model:
+        model["dir"] = _path(model["dir"])
+    return ModelConfig(**model)
+
+
+def _http(http: dict[str, Any], env: Mapping[str, str]) -> HttpConfig:
+    if env.get(ENV_HTTP_API_KEY):
+        http["api_key"] = env[ENV_HTTP_API_KEY]
+    return HttpConfig(**http)
 
 
 def _apply_environment(mqtt: dict[str, Any], env: Mapping[str, str]) -> None:

@@ -1,4 +1,4 @@
-"""The hardware probe: the only code that reads /proc, /sys or psutil.
+"""The hardware probe: what the machine offers, read once from /proc, /sys and psutil.
 
 It answers "what can this process actually use?" — inside an add-on container that is
 the cgroup's CPU quota and memory limit, not the host's. The parsers are pure functions
@@ -274,38 +274,3 @@ class Probe:
             power_limit_w=self.power_limit_w(),
             providers=self.providers(),
         )
-
-
-class HardwareMonitor:
-    """The seed article's live view of the machine, used by telemetry."""
-
-    def __init__(self, probe: Probe | None = None) -> None:
-        self._probe = probe or Probe()
-        psutil.cpu_percent(interval=None)  # primes the counter so the first reading is real
-
-    def get_cpu_usage(self) -> float:
-        """System CPU use in percent since the previous call."""
-        return float(psutil.cpu_percent(interval=None))
-
-    def get_memory_info(self) -> tuple[int, int]:
-        """(available MB, total MB), honouring the cgroup memory limit."""
-        vm = psutil.virtual_memory()
-        total, available = vm.total, vm.available
-        limit, usage = self._probe.memory_limit_bytes()
-        if limit is not None:
-            total = min(total, limit)
-            available = min(available, max(0, limit - (usage or 0)))
-        return available // 2**20, total // 2**20
-
-    def get_cpu_temperature(self) -> float | None:
-        return self._probe.cpu_temperature()
-
-    def get_load_average(self) -> tuple[float, float, float]:
-        return os.getloadavg()
-
-    @staticmethod
-    def process_rss_mb(pid: int | None = None) -> float:
-        try:
-            return round(psutil.Process(pid).memory_info().rss / 2**20, 1)
-        except psutil.Error:
-            return 0.0

@@ -8,10 +8,12 @@ tests feed it hand-written descriptions of a Raspberry Pi, a mini PC or a contai
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from assistant.config import AUTO, Config, Precision
+from assistant.config import Config, EngineConfig, Precision
+from assistant.config_schema import AUTO
 from assistant.hardware import HardwareFacts
 
 # Below this estimated decode speed a reply feels stuck (a TTS engine starves, a user
@@ -148,6 +150,110 @@ def _need_mb(model: ModelSpec, context: int) -> float:
     return model.file_mb * 1.1 + RUNTIME_OVERHEAD_MB + context * model.kv_bytes_per_token / 2**20
 
 
+def _threads(facts: HardwareFacts, eng: EngineConfig) -> tuple[int, str]:
+    if eng.threads != AUTO:
+        return int(eng.threads), "set in config (engine.threads)"
+    spare = 1 if facts.cores >= 4 else 0
+    threads = max(1, min(facts.cores - spare, MAX_THREADS))
+    why = f"{facts.cores} usable core(s)"
+    if facts.cpu_quota is not None:
+        why += f" (cgroup quota {facts.cpu_quota:g} CPUs)"
+    if spare:
+        why += ", one left free for Home Assistant"
+    if facts.cores - spare > MAX_THREADS:
+        why += f", capped at {MAX_THREADS}: decode is memory-bound"
+    return threads, why
+
+
+def _named_model(pool: list[ModelSpec], config: Config, present: list[ModelSpec]) -> ModelSpec:
+    pool = [m for m in pool if m.id == config.model.name]
+    if not pool:
+        names = ", ".join(sorted(m.id for m in present))
+        raise PlanError(
+            f"model.name: no model {config.model.name!r} with precision "
+            f"{config.model.precision!r} is present (present: {names})"
+        )
+    return pool[0]
+
+
+def _auto_model(
+    pool: list[ModelSpec], tier: TierRule, budget: int, speed: Callable[[ModelSpec], float]
+) -> tuple[ModelSpec, str]:
+    small_ctx = min(tier.context_tokens, 1024)
+    fitting = [m for m in pool if _need_mb(m, small_ctx) <= budget]
+    fast = [m for m in fitting if speed(m) >= MIN_DECODE_TOK_S]
+    # Prefer INT8 at equal size: block-wise 8-bit is measured nearly lossless and ~2.5x
+    # faster than FP32 on this model.
+    order = sorted(fast or fitting or pool, key=lambda m: (m.params, m.precision == "int8"))
+    model = order[-1]
+    if fast:
+        return model, (
+            f"the largest of {len(pool)} present that fits {budget} MB and "
+            f"decodes ≥ {MIN_DECODE_TOK_S:g} tok/s (est. {speed(model):.0f})"
+        )
+    if fitting:
+        return model, (
+            f"fits {budget} MB, but est. {speed(model):.0f} tok/s is below "
+            f"{MIN_DECODE_TOK_S:g}: answers will be slow"
+        )
+    return model, f"nothing present fits {budget} MB; may swap"
+
+
+def _model(
+    candidates: list[ModelSpec],
+    config: Config,
+    tier: TierRule,
+    budget: int,
+    speed: Callable[[ModelSpec], float],
+) -> tuple[ModelSpec, str]:
+    wanted = config.model.precision
+    pool = [m for m in candidates if wanted in (AUTO, m.precision)]
+    if config.model.name != AUTO:
+        return _named_model(pool, config, candidates), "set in config (model.name)"
+    if not pool:
+        raise PlanError(f"model.precision: no {wanted} model is present")
+    return _auto_model(pool, tier, budget, speed)
+
+
+def _precision_reason(config: Config, model: ModelSpec) -> str:
+    if config.model.precision != AUTO:
+        return "set in config (model.precision)"
+    if model.precision == "int8":
+        return "block-wise 8-bit weights keep quality at a quarter of the FP32 bytes"
+    return "the only precision present for this model"
+
+
+def _context(
+    eng: EngineConfig, tier: TierRule, model: ModelSpec, room_mb: float
+) -> tuple[int, str]:
+    per_token_mb = model.kv_bytes_per_token / 2**20
+    if eng.context_tokens != AUTO:
+        return int(eng.context_tokens), "set in config (engine.context_tokens)"
+    context = min(tier.context_tokens, model.context_max)
+    # Halve until one full-context sequence fits what is left after the weights.
+    while context > 512 and context * per_token_mb > max(room_mb, 0):
+        context //= 2
+    return context, (
+        f"{tier.name} tier default {tier.context_tokens}, model window "
+        f"{model.context_max}, {per_token_mb * 1024:.0f} KB of KV cache per token"
+    )
+
+
+def _max_batch(eng: EngineConfig, tier: TierRule) -> tuple[int, str]:
+    if eng.max_batch != AUTO:
+        return int(eng.max_batch), "set in config (engine.max_batch)"
+    return max(1, tier.max_batch), (
+        f"{tier.name} tier; decode is memory-bound, so batched rows share weight reads"
+    )
+
+
+def _worker_memory(config: Config, model: ModelSpec, kv_mb: int) -> tuple[int, str]:
+    if config.sandbox.memory_mb != AUTO:
+        return int(config.sandbox.memory_mb), "set in config (sandbox.memory_mb)"
+    need = model.file_mb * 1.1 + RUNTIME_OVERHEAD_MB + kv_mb
+    return math.ceil(need * 1.25 / 64) * 64, "weights, runtime and KV budget plus 25% headroom"
+
+
 def make_plan(
     facts: HardwareFacts, config: Config, candidates: tuple[ModelSpec, ...] | list[ModelSpec]
 ) -> Plan:
@@ -159,113 +265,29 @@ def make_plan(
     reasons["tier"] = (
         f"{facts.cores} usable core(s), {facts.memory_mb / 1024:.1f} GB ({tier.summary})"
     )
-
-    if eng.threads != AUTO:
-        threads = int(eng.threads)
-        reasons["threads"] = "set in config (engine.threads)"
-    else:
-        spare = 1 if facts.cores >= 4 else 0
-        threads = max(1, min(facts.cores - spare, MAX_THREADS))
-        why = f"{facts.cores} usable core(s)"
-        if facts.cpu_quota is not None:
-            why += f" (cgroup quota {facts.cpu_quota:g} CPUs)"
-        if spare:
-            why += ", one left free for Home Assistant"
-        if facts.cores - spare > MAX_THREADS:
-            why += f", capped at {MAX_THREADS}: decode is memory-bound"
-        reasons["threads"] = why
-
+    threads, reasons["threads"] = _threads(facts, eng)
     budget = memory_budget_mb(facts)
     bandwidth = decode_bandwidth_gbs(facts, threads)
-    wanted_precision = config.model.precision
 
     def speed(model: ModelSpec) -> float:
         return bandwidth * 1024 / model.file_mb
 
-    pool = [m for m in candidates if wanted_precision in (AUTO, m.precision)]
-    if config.model.name != AUTO:
-        pool = [m for m in pool if m.id == config.model.name]
-        if not pool:
-            present = ", ".join(sorted(m.id for m in candidates))
-            raise PlanError(
-                f"model.name: no model {config.model.name!r} with precision "
-                f"{wanted_precision!r} is present (present: {present})"
-            )
-        model = pool[0]
-        reasons["model"] = "set in config (model.name)"
-    else:
-        if not pool:
-            raise PlanError(f"model.precision: no {wanted_precision} model is present")
-        small_ctx = min(tier.context_tokens, 1024)
-        fitting = [m for m in pool if _need_mb(m, small_ctx) <= budget]
-        fast = [m for m in fitting if speed(m) >= MIN_DECODE_TOK_S]
-        # Prefer INT8 at equal size: block-wise 8-bit is measured nearly lossless and ~2.5x
-        # faster than FP32 on this model.
-        order = sorted(fast or fitting or pool, key=lambda m: (m.params, m.precision == "int8"))
-        model = order[-1]
-        if fast:
-            reasons["model"] = (
-                f"the largest of {len(pool)} present that fits {budget} MB and "
-                f"decodes ≥ {MIN_DECODE_TOK_S:g} tok/s (est. {speed(model):.0f})"
-            )
-        elif fitting:
-            reasons["model"] = (
-                f"fits {budget} MB, but est. {speed(model):.0f} tok/s is below "
-                f"{MIN_DECODE_TOK_S:g}: answers will be slow"
-            )
-        else:
-            reasons["model"] = f"nothing present fits {budget} MB; may swap"
-
-    precision = model.precision
-    reasons["precision"] = (
-        "set in config (model.precision)"
-        if wanted_precision != AUTO
-        else "block-wise 8-bit weights keep quality at a quarter of the FP32 bytes"
-        if precision == "int8"
-        else "the only precision present for this model"
-    )
-
+    model, reasons["model"] = _model(list(candidates), config, tier, budget, speed)
+    reasons["precision"] = _precision_reason(config, model)
     room_mb = budget - model.file_mb * 1.1 - RUNTIME_OVERHEAD_MB
     per_token_mb = model.kv_bytes_per_token / 2**20
-    if eng.context_tokens != AUTO:
-        context = int(eng.context_tokens)
-        reasons["context_tokens"] = "set in config (engine.context_tokens)"
-    else:
-        context = min(tier.context_tokens, model.context_max)
-        # Halve until one full-context sequence fits what is left after the weights.
-        while context > 512 and context * per_token_mb > max(room_mb, 0):
-            context //= 2
-        reasons["context_tokens"] = (
-            f"{tier.name} tier default {tier.context_tokens}, model window "
-            f"{model.context_max}, {per_token_mb * 1024:.0f} KB of KV cache per token"
-        )
-
-    if eng.max_batch != AUTO:
-        max_batch = int(eng.max_batch)
-        reasons["max_batch"] = "set in config (engine.max_batch)"
-    else:
-        max_batch = max(1, tier.max_batch)
-        reasons["max_batch"] = (
-            f"{tier.name} tier; decode is memory-bound, so batched rows share weight reads"
-        )
-
+    context, reasons["context_tokens"] = _context(eng, tier, model, room_mb)
+    max_batch, reasons["max_batch"] = _max_batch(eng, tier)
     kv_mb = int(min(max(room_mb, context * per_token_mb), max_batch * context * per_token_mb))
     kv_mb = max(kv_mb, math.ceil(context * per_token_mb))
     reasons["kv_cache_mb"] = (
         f"one to {max_batch} sequences of {context} tokens, within a {budget} MB budget"
     )
-
-    if config.sandbox.memory_mb != AUTO:
-        worker_mb = int(config.sandbox.memory_mb)
-        reasons["worker_memory_mb"] = "set in config (sandbox.memory_mb)"
-    else:
-        worker_mb = math.ceil((model.file_mb * 1.1 + RUNTIME_OVERHEAD_MB + kv_mb) * 1.25 / 64) * 64
-        reasons["worker_memory_mb"] = "weights, runtime and KV budget plus 25% headroom"
-
+    worker_mb, reasons["worker_memory_mb"] = _worker_memory(config, model, kv_mb)
     return Plan(
         tier=tier.name,
         model=model,
-        precision=precision,
+        precision=model.precision,
         threads=threads,
         max_batch=max_batch,
         context_tokens=context,

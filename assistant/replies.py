@@ -1,36 +1,128 @@
-"""The reply and error objects of the public contract, built in one place for MQTT and CLI."""
+"""The reply objects of the public contract (contract.md "Replies"), for MQTT and `ask`.
+
+Each is a dataclass with `to_payload` (what is published) and `from_payload` (what a
+client reads back, the tests included); a payload that does not match raises ValueError.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from assistant.core.events import GenerationResult
+from assistant.core.events import GenerationResult, Timing, Usage
 from assistant.errors import RequestError
 
-
-def reply_payload(
-    result: GenerationResult, model_id: str, session: str | None = None
-) -> dict[str, Any]:
-    """contract.md "Replies": the success object."""
-    return {
-        "id": result.id,
-        "text": result.text,
-        "finish_reason": result.finish_reason,
-        "session": session,
-        "model": model_id,
-        "usage": {
-            "prompt_tokens": result.usage.prompt_tokens,
-            "completion_tokens": result.usage.completion_tokens,
-        },
-        "timing": {
-            "queued_ms": result.timing.queued_ms,
-            "first_token_ms": result.timing.first_token_ms,
-            "total_ms": result.timing.total_ms,
-            "tokens_per_s": result.timing.tokens_per_s,
-        },
-    }
+FINISH_REASONS = ("stop", "length", "cancelled", "tool_calls")
 
 
-def error_payload(request_id: str | None, error: RequestError) -> dict[str, Any]:
-    """contract.md "Replies": the error object; `id` is None only when none could be read."""
-    return {"id": request_id, "error": error.to_payload()}
+@dataclass(frozen=True)
+class Reply:
+    """A request's successful final reply."""
+
+    id: str
+    text: str
+    finish_reason: str
+    model: str
+    usage: Usage
+    timing: Timing
+    session: str | None = None
+
+    @classmethod
+    def of(cls, result: GenerationResult, model: str, session: str | None = None) -> Reply:
+        return cls(
+            result.id,
+            result.text,
+            result.finish_reason,
+            model,
+            result.usage,
+            result.timing,
+            session,
+        )
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "text": self.text,
+            "finish_reason": self.finish_reason,
+            "session": self.session,
+            "model": self.model,
+            "usage": {
+                "prompt_tokens": self.usage.prompt_tokens,
+                "completion_tokens": self.usage.completion_tokens,
+            },
+            "timing": {
+                "queued_ms": self.timing.queued_ms,
+                "first_token_ms": self.timing.first_token_ms,
+                "total_ms": self.timing.total_ms,
+                "tokens_per_s": self.timing.tokens_per_s,
+            },
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Reply:
+        try:
+            usage, timing = payload["usage"], payload["timing"]
+            reply = cls(
+                id=str(payload["id"]),
+                text=str(payload["text"]),
+                finish_reason=str(payload["finish_reason"]),
+                model=str(payload["model"]),
+                usage=Usage(int(usage["prompt_tokens"]), int(usage["completion_tokens"])),
+                timing=Timing(
+                    float(timing["queued_ms"]),
+                    float(timing["first_token_ms"]),
+                    float(timing["total_ms"]),
+                    float(timing["tokens_per_s"]),
+                ),
+                session=payload.get("session"),
+            )
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"not a reply object: {err}") from err
+        if reply.finish_reason not in FINISH_REASONS:
+            raise ValueError(f"unknown finish_reason {reply.finish_reason!r}")
+        return reply
+
+
+@dataclass(frozen=True)
+class ErrorReply:
+    """A request's final error; `id` is None only when none could be read."""
+
+    id: str | None
+    code: str
+    message: str
+
+    @classmethod
+    def of(cls, request_id: str | None, error: RequestError | None) -> ErrorReply:
+        error = error or RequestError("engine_failure", "no result")
+        return cls(request_id, error.code, error.message)
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"id": self.id, "error": {"code": self.code, "message": self.message}}
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> ErrorReply:
+        try:
+            error = payload["error"]
+            rid = payload["id"]
+            return cls(None if rid is None else str(rid), str(error["code"]), str(error["message"]))
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"not an error object: {err}") from err
+
+
+@dataclass(frozen=True)
+class StreamChunk:
+    """One piece of a streamed reply on `{reply topic}/stream`; `seq` counts from 0."""
+
+    id: str
+    seq: int
+    delta: str
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"id": self.id, "seq": self.seq, "delta": self.delta}
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> StreamChunk:
+        try:
+            return cls(str(payload["id"]), int(payload["seq"]), str(payload["delta"]))
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"not a stream chunk: {err}") from err

@@ -17,7 +17,7 @@ from assistant.models_present import plan_for_this_machine
 from assistant.plan import Plan, PlanError
 from assistant.service import Service
 from assistant.supervisor_api import SupervisorError, SupervisorStoppedError, broker_from_supervisor
-from assistant.worker.supervisor import WorkerStartError
+from assistant.worker.process import WorkerStartError
 
 LOG = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""The add-on's MQTT broker, from the Home Assistant Supervisor (add-on only).
+"""The one client of the Home Assistant Supervisor API (add-on only): the MQTT broker to
+use, and the Wyoming service's discovery announcement.
 
 `GET {supervisor}/services/mqtt` with the add-on's `SUPERVISOR_TOKEN` answers the broker
 add-on's address and credentials (the manifest's `services: [mqtt:need]` grants the
@@ -9,13 +10,20 @@ A *manual* broker wins and the Supervisor is not asked: `EDGE_ASSISTANT_MQTT_HOS
 or `mqtt.host` in the config/options file set to anything but the default `localhost`
 (inside an add-on container `localhost` is never a broker). The token and the password
 are never logged.
+
+`POST {supervisor}/discovery` with `{"service": "wyoming", "config": {"uri": ...}}` (the
+manifest lists `discovery: [wyoming]`) makes Home Assistant offer the Wyoming integration
+pointing at this add-on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
+import os
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -33,18 +41,21 @@ DEFAULT_URL = "http://supervisor"
 TIMEOUT_S = 5.0  # per request; a stop request waits at most this long
 FIRST_DELAY_S = 1.0
 MAX_DELAY_S = 30.0
+ANNOUNCE_DELAYS_S = (0.0, 1.0, 3.0, 10.0)  # the Supervisor may be busy right after a start
 
 
 class SupervisorError(Exception):
-    """A fatal answer (401/403, a malformed reply): retrying cannot help."""
+    """A failed call; `retryable` when asking again later may help (the Supervisor is
+    unreachable or busy, or no broker add-on is up yet), else fatal (401/403, a malformed
+    answer)."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class SupervisorStoppedError(Exception):
     """The wait for a broker was given up because the service is stopping."""
-
-
-class _NotYetError(Exception):
-    """A retryable failure: no broker add-on yet, or the Supervisor is unreachable/busy."""
 
 
 @dataclass(frozen=True)
@@ -86,43 +97,63 @@ def _optional_str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def request_mqtt_service(
-    token: str, base_url: str = DEFAULT_URL, timeout_s: float = TIMEOUT_S
-) -> BrokerInfo:
-    """One `GET /services/mqtt`: the broker, `_NotYetError` (retryable) or SupervisorError."""
+def call(
+    token: str, base_url: str, path: str, body: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One request (GET, or POST with `body`); the answer's `data` object. Raises
+    SupervisorError, `retryable` for 400 (a service not up yet), 5xx and network errors."""
     request = urllib.request.Request(
-        base_url.rstrip("/") + "/services/mqtt",
-        headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+        base_url.rstrip("/") + path,
+        data=None if body is None else json.dumps(body).encode(),
+        method="GET" if body is None else "POST",
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+        },
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            body = response.read()
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+            raw = response.read()
     except urllib.error.HTTPError as err:
-        message = _error_message(err)
-        if err.code == 400:
-            raise _NotYetError(f"no MQTT broker yet ({message})") from err
-        if err.code == 401:
-            raise SupervisorError(
-                "the Supervisor refused the add-on's token (401): is SUPERVISOR_TOKEN "
-                "this add-on's own?"
-            ) from err
-        if err.code == 403:
-            raise SupervisorError(
-                "the Supervisor does not let this add-on read the MQTT service (403): "
-                "the manifest must list `services: [mqtt:need]`"
-            ) from err
-        if err.code >= 500:
-            raise _NotYetError(f"the Supervisor answered {err.code} ({message})") from err
-        raise SupervisorError(f"the Supervisor answered {err.code} ({message})") from err
+        raise _http_error(err, path) from err
     except (OSError, ValueError) as err:  # URLError, refused, timeout, a bad URL
-        raise _NotYetError(f"cannot reach the Supervisor at {base_url}: {err}") from err
+        message = f"cannot reach the Supervisor at {base_url}: {err}"
+        raise SupervisorError(message, retryable=True) from err
     try:
-        answer = json.loads(body)
+        answer = json.loads(raw or b"{}")
     except ValueError as err:
-        raise SupervisorError("the Supervisor's MQTT service answer is not JSON") from err
-    if not isinstance(answer, dict) or answer.get("result") != "ok":
-        raise SupervisorError("the Supervisor's MQTT service answer is not {'result': 'ok'}")
-    return BrokerInfo.from_payload(answer.get("data"))
+        raise SupervisorError(f"the Supervisor's answer to {path} is not JSON") from err
+    if not isinstance(answer, dict) or answer.get("result", "ok") != "ok":
+        raise SupervisorError(f"the Supervisor's answer to {path} is not {{'result': 'ok'}}")
+    data = answer.get("data")
+    return data if isinstance(data, dict) else {}
+
+
+def _http_error(err: urllib.error.HTTPError, path: str) -> SupervisorError:
+    message = _error_message(err)
+    if err.code == 401:
+        return SupervisorError(
+            "the Supervisor refused the add-on's token (401): is SUPERVISOR_TOKEN "
+            "this add-on's own?"
+        )
+    if err.code == 403:
+        return SupervisorError(
+            f"the Supervisor does not let this add-on use {path} (403): the manifest must "
+            "list it (`services: [mqtt:need]`, `discovery: [wyoming]`)"
+        )
+    if err.code == 400:
+        return SupervisorError(f"not available yet ({message})", retryable=True)
+    retryable = err.code >= 500
+    return SupervisorError(f"the Supervisor answered {err.code} ({message})", retryable=retryable)
+
+
+def request_mqtt_service(token: str, base_url: str = DEFAULT_URL) -> BrokerInfo:
+    """One `GET /services/mqtt`: the broker, or SupervisorError."""
+    data = call(token, base_url, "/services/mqtt")
+    if not data:
+        raise SupervisorError("the MQTT service answer has no data object")
+    return BrokerInfo.from_payload(data)
 
 
 def _error_message(err: urllib.error.HTTPError) -> str:
@@ -140,7 +171,6 @@ def fetch_mqtt_service(
     token: str,
     base_url: str = DEFAULT_URL,
     *,
-    timeout_s: float = TIMEOUT_S,
     first_delay_s: float = FIRST_DELAY_S,
     max_delay_s: float = MAX_DELAY_S,
     max_attempts: int | None = None,
@@ -155,8 +185,10 @@ def fetch_mqtt_service(
     while True:
         attempt += 1
         try:
-            return request_mqtt_service(token, base_url, timeout_s)
-        except _NotYetError as err:
+            return request_mqtt_service(token, base_url)
+        except SupervisorError as err:
+            if not err.retryable:
+                raise
             if max_attempts is not None and attempt >= max_attempts:
                 raise SupervisorError(f"{err}; gave up after {attempt} attempts") from err
             LOG.warning(
@@ -209,3 +241,31 @@ def broker_from_supervisor(
         "with credentials" if broker.username else "anonymous",
     )
     return apply_broker(config, broker)
+
+
+def wyoming_uri(host: str, port: int) -> str:
+    """How Home Assistant reaches us: a wildcard bind means "this container's name"."""
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    return f"tcp://{host}:{port}"
+
+
+async def announce_wyoming(host: str, port: int, env: Mapping[str, str] | None = None) -> bool:
+    """Announce the Wyoming service when running as an add-on (the token is set), with a
+    few retries; False when not an add-on or every attempt failed (logged, not fatal)."""
+    env = os.environ if env is None else env
+    token = env.get(TOKEN_ENV)
+    if not token:
+        return False
+    url = env.get(URL_ENV) or DEFAULT_URL
+    body = {"service": "wyoming", "config": {"uri": wyoming_uri(host, port)}}
+    for attempt, delay in enumerate(ANNOUNCE_DELAYS_S):
+        await asyncio.sleep(delay)
+        try:
+            await asyncio.to_thread(call, token, url, "/discovery", body)
+        except SupervisorError as err:
+            LOG.warning("announcing the Wyoming service (try %d): %s", attempt + 1, err)
+            continue
+        LOG.info("announced the Wyoming service %s to Home Assistant", body["config"])
+        return True
+    return False

@@ -109,6 +109,7 @@ def run_ours_worker(ids: list[int]) -> dict[str, float]:
     same engine in this process, same request, alternating, best of 3 each. Both stop at
     the end of turn, so only their ratio is reported."""
     from assistant.core.events import Finished  # noqa: PLC0415
+    from assistant.core.flight import Flight  # noqa: PLC0415
     from assistant.engine.batch import generate  # noqa: PLC0415
     from assistant.engine.engine import Engine  # noqa: PLC0415
     from assistant.engine.request import GenerationRequest  # noqa: PLC0415
@@ -134,7 +135,9 @@ def run_ours_worker(ids: list[int]) -> dict[str, float]:
         for _ in range(3):
             local.append(in_process())
             final = None
-            async for event in sup.submit(request).stream():
+            flight = Flight(request.id, request)
+            sup.send(flight)
+            async for event in flight.events():
                 final = event
             assert isinstance(final, Finished) and final.result is not None
             worker.append(final.result.timing.tokens_per_s)

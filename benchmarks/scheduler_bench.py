@@ -24,12 +24,13 @@ from pathlib import Path
 
 from assistant.config import SchedulerConfig
 from assistant.core.events import Delta, Finished
+from assistant.core.flight import Flight
 from assistant.engine.batch import Batch
 from assistant.engine.engine import Engine
 from assistant.engine.request import GenerationRequest
 from assistant.model.manager import ModelInstance
 from assistant.model.paths import default_models_dir
-from assistant.scheduler import Task, TaskHandle, TaskScheduler
+from assistant.scheduler import TaskScheduler
 from assistant.worker.protocol import StartSpec
 from assistant.worker.supervisor import Supervisor
 
@@ -84,14 +85,14 @@ def pct(values: list[float], q: float) -> float:
 
 async def measure(sch: TaskScheduler, request: GenerationRequest, priority: int = 0) -> Sample:
     started = time.perf_counter()
-    handle = sch.submit_task(Task(request), priority)
+    handle = sch.submit_task(Flight(request.id, request, priority=priority))
     return await sample(handle, started)
 
 
-async def sample(handle: TaskHandle, started: float) -> Sample:
+async def sample(handle: Flight, started: float) -> Sample:
     first: float | None = None
     final: Finished | None = None
-    async for event in handle.stream():
+    async for event in handle.events():
         if isinstance(event, Delta):
             first = first or time.perf_counter()
         else:
@@ -153,14 +154,15 @@ async def priority_case(
     urgent = GenerationRequest("urgent", (("user", "Turn on the kitchen light, please."),), 16)
     tag = f"x{sch.reserved_slots}"
     idle = [(await measure(sch, renamed(urgent, f"idle{i}{tag}"), 10)).ttft_s for i in range(3)]
-    background = [
-        sch.submit_task(Task(renamed(pool[i % len(pool)], f"bg{i}{tag}")), 0)
+    requests = [
+        renamed(pool[i % len(pool)], f"bg{i}{tag}")
         for i in range(sch.max_batch - sch.reserved_slots + 16)
     ]
+    background = [sch.submit_task(Flight(r.id, r)) for r in requests]
     decoding: set[str] = set()
 
-    async def watch(handle: TaskHandle) -> None:
-        async for event in handle.stream():
+    async def watch(handle: Flight) -> None:
+        async for event in handle.events():
             if isinstance(event, Delta):
                 decoding.add(handle.id)
 

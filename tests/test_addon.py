@@ -238,21 +238,22 @@ def supervisor_validate(schema: Any, value: Any, path: str = "") -> Any:
     return _validate_leaf(parse_element(schema), value, path)
 
 
+def _validate_number(element: Element, value: Any, path: str) -> float:
+    number = int(value) if element.kind == "int" else float(value)
+    too_low = element.low is not None and number < element.low
+    if too_low or (element.high is not None and number > element.high):
+        raise ValueError(f"{path}: {number} out of range")
+    return number
+
+
 def _validate_leaf(element: Element, value: Any, path: str) -> Any:
     if value is None:
         raise ValueError(f"{path}: missing required value")
     kind = element.kind
     if kind in {"int", "float"}:
-        number = int(value) if kind == "int" else float(value)
-        if (element.low is not None and number < element.low) or (
-            element.high is not None and number > element.high
-        ):
-            raise ValueError(f"{path}: {number} out of range")
-        return number
+        return _validate_number(element, value, path)
     if kind == "port":
-        if not 1 <= int(value) <= 65535:
-            raise ValueError(f"{path}: not a port")
-        return int(value)
+        return _validate_number(Element("int", low=1, high=65535), value, path)
     if kind == "bool":
         if not isinstance(value, bool):
             raise ValueError(f"{path}: not a bool")

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from assistant.config import AUTO, ConfigError, load_config, parse_config
+from assistant.config import load_config, parse_config
+from assistant.config_schema import AUTO, ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config.yaml.example"

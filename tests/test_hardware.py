@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from assistant.hardware import (
-    HardwareMonitor,
     Probe,
     classify_block_device,
     parse_cfs,
@@ -17,6 +16,7 @@ from assistant.hardware import (
     parse_cpu_max,
     parse_memory_limit,
 )
+from assistant.telemetry import HardwareMonitor
 
 PI4_CPUINFO = """processor\t: 0
 BogoMIPS\t: 108.00

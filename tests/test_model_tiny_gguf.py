@@ -125,11 +125,7 @@ def _q8_roundtrip(array: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.uint8]
     return packed, gguf.quants.dequantize(packed, qtype).reshape(array.shape).astype(np.float64)
 
 
-def write_tiny_gguf(path: Path, spec: TinySpec | None = None) -> TinyWeights:
-    """Write a random tiny model; matrices go in as Q8_0 to exercise dequantization."""
-    spec = spec or TinySpec()
-    rng = np.random.default_rng(spec.seed)
-    writer = gguf.GGUFWriter(path, spec.arch)
+def _write_metadata(writer: gguf.GGUFWriter, spec: TinySpec) -> None:
     writer.add_name("tiny")
     writer.add_block_count(spec.n_layers)
     writer.add_context_length(spec.context)
@@ -151,6 +147,13 @@ def write_tiny_gguf(path: Path, spec: TinySpec | None = None) -> TinyWeights:
     writer.add_eos_token_id(2)
     writer.add_chat_template(CHAT_TEMPLATE)
 
+
+def write_tiny_gguf(path: Path, spec: TinySpec | None = None) -> TinyWeights:
+    """Write a random tiny model; matrices go in as Q8_0 to exercise dequantization."""
+    spec = spec or TinySpec()
+    rng = np.random.default_rng(spec.seed)
+    writer = gguf.GGUFWriter(path, spec.arch)
+    _write_metadata(writer, spec)
     weights = TinyWeights(spec)
     kv = spec.n_kv_heads * spec.head_dim
 

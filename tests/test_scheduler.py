@@ -15,9 +15,10 @@ import pytest
 
 from assistant.config import SchedulerConfig
 from assistant.core.events import Delta, Finished
+from assistant.core.flight import Flight
 from assistant.engine.request import GenerationRequest
 from assistant.ratelimit import RateLimiter
-from assistant.scheduler import Task, TaskHandle, TaskScheduler
+from assistant.scheduler import TaskScheduler
 from assistant.worker.protocol import StartSpec
 from assistant.worker.supervisor import Supervisor
 
@@ -36,9 +37,9 @@ def spec(model: Path, max_batch: int, **kw: object) -> StartSpec:
     return StartSpec(**base)  # type: ignore[arg-type]
 
 
-def task(rid: str, text: str = "hello", max_tokens: int = 4, **kw: object) -> Task:
+def task(rid: str, text: str = "hello", max_tokens: int = 4, **kw: object) -> Flight:
     request = GenerationRequest(rid, (("user", f"{text} {rid}"),), max_tokens)
-    return Task(request, **kw)  # type: ignore[arg-type]
+    return Flight(rid, request, **kw)  # type: ignore[arg-type]
 
 
 @asynccontextmanager
@@ -63,11 +64,11 @@ async def running(
         await sup.stop()
 
 
-async def collect(handle: TaskHandle) -> tuple[str, Finished]:
+async def collect(handle: Flight) -> tuple[str, Finished]:
     """The concatenated deltas and the final event, checking there is exactly one."""
     text, seq = "", 0
     finals: list[Finished] = []
-    async for event in handle.stream():
+    async for event in handle.events():
         if isinstance(event, Delta):
             assert not finals and event.seq == seq
             text += event.text
@@ -78,9 +79,9 @@ async def collect(handle: TaskHandle) -> tuple[str, Finished]:
     return text, finals[0]
 
 
-async def first_delta(handle: TaskHandle) -> AsyncIterator[Delta | Finished]:
+async def first_delta(handle: Flight) -> AsyncIterator[Delta | Finished]:
     """Wait until a running task has produced text; returns its stream to go on with."""
-    stream = handle.stream()
+    stream = handle.events()
     event = await anext(stream)
     assert isinstance(event, Delta), event
     return stream
@@ -95,19 +96,19 @@ def test_priority_order_decided_in_the_parent(tiny_model_dir: Path) -> None:
         async with running(spec(tiny_model_dir, max_batch=2)) as sch:
             long = [sch.submit_task(task(f"long{i}", max_tokens=LONG)) for i in range(2)]
             priorities = [0, 5, -3, 10, 5, 0, -10, 10]
-            queued = [sch.submit_task(task(f"q{i}"), p) for i, p in enumerate(priorities)]
+            queued = [sch.submit_task(task(f"q{i}", priority=p)) for i, p in enumerate(priorities)]
             assert sch.stats().queue_depth == len(priorities)
             assert sch.stats().active == 2
             for handle in long:
                 assert sch.cancel_task(handle)
-            finals = [await h.result() for h in (*long, *queued)]
+            finals = [await h.final() for h in (*long, *queued)]
             assert all(f.result is not None for f in finals)
             order = [h.id for h in sorted(queued, key=lambda h: h.dispatched_at or 0.0)]
             # Higher first, FIFO within a priority.
             assert order == ["q3", "q7", "q1", "q4", "q0", "q5", "q2", "q6"]
             # Nothing queued in the worker: its queued time is only the IPC hop.
             for handle in queued:
-                final = await handle.result()
+                final = await handle.final()
                 assert final.result is not None
                 waited = ((handle.dispatched_at or 0.0) - handle.submitted_at) * 1000
                 assert final.result.timing.queued_ms >= waited - 0.1  # rounded to 0.1 ms
@@ -121,15 +122,15 @@ def test_urgent_request_takes_the_reserved_slot(tiny_model_dir: Path) -> None:
         async with running(spec(tiny_model_dir, max_batch=4), reserved_slots=1) as sch:
             long = [sch.submit_task(task(f"long{i}", max_tokens=LONG)) for i in range(5)]
             assert sch.stats().active == 3 and sch.stats().queue_depth == 2
-            urgent = sch.submit_task(task("urgent", max_tokens=LONG), priority=10)
+            urgent = sch.submit_task(task("urgent", max_tokens=LONG, priority=10))
             assert urgent.dispatched_at is not None  # at once, into the reserved slot
-            assert sch.backend.in_flight == 4
-            second = sch.submit_task(task("second"), priority=3)
+            assert sch.worker.in_flight == 4
+            second = sch.submit_task(task("second", priority=3))
             assert second.dispatched_at is None and sch.stats().queue_depth == 3
             await first_delta(urgent)
             for handle in (urgent, *long[:3]):
                 assert sch.cancel_task(handle)
-            assert (await second.result()).result is not None
+            assert (await second.final()).result is not None
             # The priority-3 task went before the two ordinary ones that waited longer.
             for handle in long[3:]:
                 assert (handle.dispatched_at or 0.0) > (second.dispatched_at or 0.0)
@@ -145,15 +146,15 @@ def test_full_queue_answers_busy_at_once(tiny_model_dir: Path) -> None:
             blocker = sch.submit_task(task("long", max_tokens=LONG))
             waiting = [sch.submit_task(task(f"w{i}")) for i in range(3)]
             refused = sch.submit_task(task("over"))
-            assert refused.finished
-            final = await refused.result()
+            assert refused.done
+            final = await refused.final()
             assert error_code(final) == "busy"
             assert final.error is not None and "queue is full" in final.error.message
             sch.cancel_task(blocker)
             for handle in waiting:
-                assert (await handle.result()).result is not None
+                assert (await handle.final()).result is not None
             # Room again once the queue drained.
-            assert (await sch.submit_task(task("again")).result()).result is not None
+            assert (await sch.submit_task(task("again")).final()).result is not None
             stats = sch.stats()
             assert stats.errors_by_code == {"busy": 1}
             assert stats.requests_total == 6 and stats.completed_total == 5
@@ -169,17 +170,17 @@ def test_deadline_while_queued_and_while_running(tiny_model_dir: Path) -> None:
         async with running(sup_spec, config, stall_timeout_s=1.0, backoff_s=(0.01, 0.1)) as sch:
             started = time.monotonic()
             stuck = sch.submit_task(task("h", "hang"))
-            queued = sch.submit_task(Task(task("q").request, timeout_s=0.1))
+            queued = sch.submit_task(task("q", timeout_s=0.1))
             assert sch.stats().queue_depth == 1
-            final_q = await queued.result()
+            final_q = await queued.final()
             assert error_code(final_q) == "timeout" and queued.dispatched_at is None
             assert "queue" in (final_q.error.message if final_q.error else "")
-            final_h = await stuck.result()
+            final_h = await stuck.final()
             assert error_code(final_h) == "timeout"  # not cancelled, not engine_failure
             assert stuck.dispatched_at is not None
             assert 0.25 < time.monotonic() - started < 1.0
             # The watchdog kills the stuck worker; the scheduler goes on with a fresh one.
-            after = await sch.submit_task(task("after", timeout_s=30.0)).result()
+            after = await sch.submit_task(task("after", timeout_s=30.0)).final()
             assert after.result is not None
             assert sch.stats().errors_by_code == {"timeout": 2}
 
@@ -192,8 +193,8 @@ def test_cancel_queued_and_running(tiny_model_dir: Path) -> None:
             run = sch.submit_task(task("run", max_tokens=LONG))
             waiting = sch.submit_task(task("wait"))
             assert sch.cancel_task("wait")
-            assert waiting.finished  # at once, without the worker
-            final_w = await waiting.result()
+            assert waiting.done  # at once, without the worker
+            final_w = await waiting.final()
             assert final_w.result is not None
             assert final_w.result.finish_reason == "cancelled" and final_w.result.text == ""
             assert not sch.cancel_task(waiting)  # already over
@@ -212,7 +213,7 @@ def test_cancel_queued_and_running(tiny_model_dir: Path) -> None:
             assert final.result.finish_reason == "cancelled"
             assert final.result.usage.completion_tokens < LONG
             assert final.result.text.endswith(text)
-            assert sch.backend.in_flight == 0
+            assert sch.worker.in_flight == 0
 
     asyncio.run(scenario())
 
@@ -225,15 +226,15 @@ def test_rate_limit_is_per_source(tiny_model_dir: Path) -> None:
         async with running(spec(tiny_model_dir, max_batch=4), config, clock=lambda: now[0]) as sch:
             kitchen = [sch.submit_task(task(f"k{i}", source="kitchen")) for i in range(4)]
             hall = sch.submit_task(task("h0", source="hall"))
-            finals = [await h.result() for h in kitchen]
+            finals = [await h.final() for h in kitchen]
             assert [error_code(f) for f in finals] == [None, None, None, "busy"]
             assert finals[3].error is not None and "rate limit" in finals[3].error.message
             assert "'kitchen'" in finals[3].error.message
-            assert (await hall.result()).result is not None
+            assert (await hall.final()).result is not None
             now[0] += 10.0  # one token back
-            again = await sch.submit_task(task("k4", source="kitchen")).result()
+            again = await sch.submit_task(task("k4", source="kitchen")).final()
             assert again.result is not None
-            once_more = await sch.submit_task(task("k5", source="kitchen")).result()
+            once_more = await sch.submit_task(task("k5", source="kitchen")).final()
             assert error_code(once_more) == "busy"
 
     asyncio.run(scenario())
@@ -261,7 +262,7 @@ def test_chaos_every_task_gets_exactly_one_final(
         kills = 0
         async with running(sup_spec, config, backoff_s=(0.01, 0.2)) as sch:
 
-            async def consume(handle: TaskHandle) -> None:
+            async def consume(handle: Flight) -> None:
                 text, final = await collect(handle)
                 finals[final.id] += 1
                 if final.result is not None:
@@ -271,23 +272,29 @@ def test_chaos_every_task_gets_exactly_one_final(
                     assert final.error is not None
                     outcomes[final.error.code] += 1
 
-            async def chaos(handles: list[TaskHandle]) -> None:
+            async def chaos(handles: list[Flight]) -> None:
                 nonlocal kills
                 while kills < 8:
                     await asyncio.sleep(rng.uniform(0.1, 0.4))
-                    sch.backend.kill_worker()
+                    sch.worker.kill_worker()
                     kills += 1
                     for handle in rng.sample(handles, min(5, len(handles))):
                         sch.cancel_task(handle)
 
-            handles: list[TaskHandle] = []
+            handles: list[Flight] = []
             consumers = []
             killer = asyncio.create_task(chaos(handles))
             for i in range(200):
                 timeout = rng.choice([None, None, None, 0.05, 0.5])
                 max_tokens = rng.choice([1, 8, 32, 200])
-                t = task(f"c{i}", max_tokens=max_tokens, timeout_s=timeout, source=f"s{i % 3}")
-                handle = sch.submit_task(t, priority=rng.randint(-10, 10))
+                t = task(
+                    f"c{i}",
+                    max_tokens=max_tokens,
+                    timeout_s=timeout,
+                    source=f"s{i % 3}",
+                    priority=rng.randint(-10, 10),
+                )
+                handle = sch.submit_task(t)
                 handles.append(handle)
                 consumers.append(asyncio.create_task(consume(handle)))
                 if rng.random() < 0.1:
@@ -320,11 +327,11 @@ def test_stop_finishes_everything(tiny_model_dir: Path) -> None:
             await first_delta(runs[0])
             await sch.stop()
             for handle in (*runs, *queued):
-                assert handle.finished
-                assert error_code(await handle.result()) == "shutting_down"
+                assert handle.done
+                assert error_code(await handle.final()) == "shutting_down"
             assert sup.in_flight == 0  # the worker confirmed the cancellations
             late = sch.submit_task(task("late"))
-            assert error_code(await late.result()) == "shutting_down"
+            assert error_code(await late.final()) == "shutting_down"
         finally:
             await sup.stop()
 
@@ -332,10 +339,10 @@ def test_stop_finishes_everything(tiny_model_dir: Path) -> None:
 
 
 async def greedy_texts(
-    sch: TaskScheduler, tasks: list[Task], together: bool
+    sch: TaskScheduler, tasks: list[Flight], together: bool
 ) -> list[tuple[str, int]]:
-    async def one(t: Task) -> tuple[str, int]:
-        final = await sch.submit_task(t).result()
+    async def one(t: Flight) -> tuple[str, int]:
+        final = await sch.submit_task(t).final()
         assert final.result is not None, final.error
         return final.result.text, final.result.usage.completion_tokens
 
@@ -344,14 +351,14 @@ async def greedy_texts(
     return [await one(t) for t in tasks]
 
 
-def equality_tasks(lengths: list[int], round_: str) -> list[Task]:
+def equality_tasks(lengths: list[int], round_: str) -> list[Flight]:
     phrase = "the kitchen light is on and the window in the hall is open"
     words = phrase.split(" ")
     tasks = []
     for i, n in enumerate(lengths):
         text = " ".join(words[(i + k) % len(words)] for k in range(3 + 7 * i))
         request = GenerationRequest(f"{round_}{i}", (("user", text),), n)
-        tasks.append(Task(request))
+        tasks.append(Flight(request.id, request))
     return tasks
 
 
@@ -387,14 +394,14 @@ def test_running_deadline_stops_the_worker(real_model_dir: Path) -> None:
         async with running(sup_spec) as sch:
             handle = sch.submit_task(task("slow", max_tokens=1500, timeout_s=1.0))
             started = time.monotonic()
-            final = await handle.result()
+            final = await handle.final()
             assert error_code(final) == "timeout"
             assert 0.9 < time.monotonic() - started < 1.5
             # 1,500 tokens take ~20 s here: the worker let go within a token or so.
             for _ in range(50):
-                if sch.backend.in_flight == 0:
+                if sch.worker.in_flight == 0:
                     break
                 await asyncio.sleep(0.02)
-            assert sch.backend.in_flight == 0
+            assert sch.worker.in_flight == 0
 
     asyncio.run(scenario())

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 
 from assistant.config import SessionsConfig
+from assistant.core.prompt import chat
+from assistant.core.request import Message, Request
+from assistant.core.sessions import SessionStore, Turn, session_key
 from assistant.mqtt.topics import Topics
-from assistant.sessions import SessionStore, Turn, build_messages, session_key
 from tests.conftest import Broker
 from tests.mqtt_helpers import (
     Client,
@@ -115,7 +117,7 @@ def test_character_budget_drops_the_oldest_turns_but_keeps_the_last() -> None:
 
 def test_messages_put_the_system_prompt_first_and_the_new_text_last() -> None:
     history = (Turn("q1", "a1"), Turn("q2", "a2"))
-    assert build_messages("sys", history, "q3") == (
+    assert chat(Request("r", "mqtt", "", "q3"), "sys", history) == (
         ("system", "sys"),
         ("user", "q1"),
         ("assistant", "a1"),
@@ -123,7 +125,23 @@ def test_messages_put_the_system_prompt_first_and_the_new_text_last() -> None:
         ("assistant", "a2"),
         ("user", "q3"),
     )
-    assert build_messages("", (), "q") == (("user", "q"),)
+    assert chat(Request("r", "mqtt", "", "q"), "", ()) == (("user", "q"),)
+    # A request's own system prompt replaces the configured one.
+    own = Request("r", "mqtt", "", "q", system="own")
+    assert chat(own, "sys") == (("system", "own"), ("user", "q"))
+
+
+def test_a_whole_chat_gets_the_system_prompt_only_when_it_has_none() -> None:
+    turns = (Message("user", "q1"), Message("assistant", "a1"), Message("user", "q2"))
+    request = Request("r", "http", "", messages=turns)
+    assert chat(request, "sys") == (
+        ("system", "sys"),
+        ("user", "q1"),
+        ("assistant", "a1"),
+        ("user", "q2"),
+    )
+    with_system = Request("r", "http", "", messages=(Message("system", "mine"), *turns))
+    assert chat(with_system, "sys")[0] == ("system", "mine")
 
 
 @pytest.mark.parametrize("raw", ["kitchen", "default", "01HS6SP2XD1E5HEHVDZE8R2WMR", "a" * 64])

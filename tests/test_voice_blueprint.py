@@ -136,15 +136,15 @@ def test_rendered_request_is_accepted_and_its_reply_topic_awaited(base: str, ses
     topic = render(env, publish["topic"], variables)
     payload = render(env, publish["payload"], variables)
     assert topic == f"{base}/ask"
-    request = parse_request(payload.encode())
-    assert request.id == "01JBX7Q2M3N4P5R6S7T8V9W0XY"
-    assert request.text == "what should I cook tonight?"
-    assert request.session == (session or None)
+    ask = parse_request(payload.encode())
+    assert ask.request.id == "01JBX7Q2M3N4P5R6S7T8V9W0XY"
+    assert ask.request.text == "what should I cook tonight?"
+    assert ask.request.session == (session or None)
     topics = Topics(base)
-    assert request.reply_to is not None
-    assert topics.reply_topic_problem(request.reply_to) is None  # the contract allows it
+    assert ask.reply_to is not None
+    assert topics.reply_topic_problem(ask.reply_to) is None  # the contract allows it
     waited = render(env, used["actions"][1]["wait_for_trigger"][0]["topic"], variables)
-    assert waited == request.reply_to
+    assert waited == ask.reply_to
 
     # HA renders `reply` natively: the reply's JSON object, or None after a timeout.
     assert "wait.trigger.payload_json" in used["actions"][2]["variables"]["reply"]

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from assistant.voice.supervisor import wyoming_uri
+from assistant.supervisor_api import wyoming_uri
 from tests.conftest import Broker, free_port
 from tests.mqtt_helpers import WAIT_S, Client, ServiceProcess, final_for, running, unique
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from assistant.core.events import Delta, Finished
+from assistant.core.flight import Flight
 from assistant.engine.request import GenerationRequest
 from assistant.worker.protocol import StartSpec
 from assistant.worker.supervisor import Supervisor
@@ -38,6 +39,13 @@ def spec(model: Path, **kw: object) -> StartSpec:
 
 def req(i: int | str, text: str = "hello", max_tokens: int = 8) -> GenerationRequest:
     return GenerationRequest(f"r{i}", (("user", f"{text} {i}"),), max_tokens)
+
+
+def submit(sup: Supervisor, request: GenerationRequest) -> Flight:
+    """A flight straight to the worker client (no scheduler in these tests)."""
+    flight = Flight(request.id, request)
+    sup.send(flight)
+    return flight
 
 
 async def finish(handle_stream: object) -> Finished:
@@ -78,12 +86,62 @@ def test_worker_from_outside(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPat
             fds = [str(p.readlink()) for p in Path(f"/proc/{hello.pid}/fd").iterdir()]
             assert sum(link.startswith("socket:") for link in fds) == 1
             # And it still answers after all that.
-            done = await finish(sup.submit(req(1)).stream())
+            done = await finish(submit(sup, req(1)).events())
             assert done.result is not None and done.result.usage.completion_tokens > 0
         finally:
             await sup.stop()
 
     asyncio.run(scenario())
+
+
+async def consume(flight: Flight, finals: Counter[str], outcomes: Counter[str]) -> None:
+    """Read one flight to its end, counting its finals and checking its deltas add up."""
+    text = ""
+    async for event in flight.events():
+        if isinstance(event, Delta):
+            text += event.text
+            continue
+        finals[event.id] += 1
+        if event.result is not None:
+            assert event.result.text == text  # deltas add up after retries too
+            outcomes[event.result.finish_reason] += 1
+        else:
+            assert event.error is not None
+            outcomes[event.error.code] += 1
+
+
+class Chaos:
+    """SIGKILLs the worker at random moments, sometimes again while the next one starts."""
+
+    def __init__(self, sup: Supervisor, kills: int) -> None:
+        self.sup = sup
+        self.wanted = kills
+        self.kills = 0
+        self.startup_kills = 0
+        self.rng = random.Random(1234)
+
+    def _kill(self) -> None:
+        assert self.sup.pid is not None
+        if not self.sup.worker_ready:
+            self.startup_kills += 1
+        os.kill(self.sup.pid, signal.SIGKILL)
+        self.kills += 1
+
+    async def run(self) -> None:
+        while self.kills < self.wanted:
+            await asyncio.sleep(self.rng.uniform(0.01, 0.15))
+            if self.sup.pid is None:
+                continue
+            self._kill()
+            if self.rng.random() < 0.3:  # sometimes kill the next one while it starts up
+                await self._kill_while_starting()
+
+    async def _kill_while_starting(self) -> None:
+        for _ in range(100):
+            await asyncio.sleep(0.005)
+            if self.sup.pid is not None and not self.sup.worker_ready:
+                self._kill()
+                return
 
 
 def test_chaos_every_request_gets_exactly_one_final(tiny_model_dir: Path) -> None:
@@ -92,54 +150,18 @@ def test_chaos_every_request_gets_exactly_one_final(tiny_model_dir: Path) -> Non
         await sup.start()
         finals: Counter[str] = Counter()
         outcomes: Counter[str] = Counter()
-        kills = 0
-        startup_kills = 0
-
-        async def consume(i: int) -> None:
-            handle = sup.submit(req(i, max_tokens=random.randint(1, 12)))
-            text = ""
-            async for event in handle.stream():
-                if isinstance(event, Delta):
-                    text += event.text
-                else:
-                    finals[event.id] += 1
-                    if event.result is not None:
-                        assert event.result.text == text  # deltas add up after retries too
-                        outcomes[event.result.finish_reason] += 1
-                    else:
-                        assert event.error is not None
-                        outcomes[event.error.code] += 1
-
-        async def chaos() -> None:
-            nonlocal kills, startup_kills
-            rng = random.Random(1234)
-            while kills < 20:
-                await asyncio.sleep(rng.uniform(0.01, 0.15))
-                if sup.pid is None:
-                    continue
-                if not sup.worker_ready:
-                    startup_kills += 1
-                os.kill(sup.pid, signal.SIGKILL)
-                kills += 1
-                if rng.random() < 0.3:  # sometimes kill the next one while it starts up
-                    for _ in range(100):
-                        await asyncio.sleep(0.005)
-                        if sup.pid is not None and not sup.worker_ready:
-                            os.kill(sup.pid, signal.SIGKILL)
-                            startup_kills += 1
-                            kills += 1
-                            break
-
-        killer = asyncio.create_task(chaos())
+        chaos = Chaos(sup, kills=20)
+        killer = asyncio.create_task(chaos.run())
         consumers = []
         for i in range(300):
-            consumers.append(asyncio.create_task(consume(i)))
+            flight = submit(sup, req(i, max_tokens=random.randint(1, 12)))
+            consumers.append(asyncio.create_task(consume(flight, finals, outcomes)))
             await asyncio.sleep(0.01)
         await asyncio.gather(*consumers)
         await killer
         await sup.stop()
-        print("outcomes:", dict(outcomes), "kills:", kills, "during start-up:", startup_kills)
-        return finals, kills, sup.deaths
+        print("outcomes:", dict(outcomes), "kills:", chaos.kills, "start-up:", chaos.startup_kills)
+        return finals, chaos.kills, sup.deaths
 
     finals, kills, deaths = asyncio.run(scenario())
     assert len(finals) == 300
@@ -154,11 +176,11 @@ def test_stuck_worker_is_killed_and_the_next_request_succeeds(tiny_model_dir: Pa
         await sup.start()
         try:
             started = time.monotonic()
-            stuck = await finish(sup.submit(req(0, "hang")).stream())
+            stuck = await finish(submit(sup, req(0, "hang")).events())
             assert stuck.error is not None and stuck.error.code == "engine_failure"
             assert time.monotonic() - started < 15
             assert sup.deaths == 2  # killed at its deadline, retried once, killed again
-            after = await finish(sup.submit(req(1)).stream())
+            after = await finish(submit(sup, req(1)).events())
             assert after.result is not None
         finally:
             await sup.stop()
@@ -172,13 +194,14 @@ def test_cancel_running_request_within_a_token(real_model_dir: Path) -> None:
         sup = Supervisor(spec(real_model_dir, threads=2, context_tokens=2048))
         await sup.start()
         try:
-            handle = sup.submit(req(0, max_tokens=2000))
+            handle = submit(sup, req(0, max_tokens=2000))
             text = ""
-            async for event in handle.stream():
+            async for event in handle.events():
                 if isinstance(event, Delta):
                     text += event.text
                     if len(text) > 5:
-                        assert sup.cancel("r0")
+                        handle.cancel_requested = True  # what the scheduler's cancel does
+                        sup.stop_generating(handle)
                 else:
                     assert event.result is not None
                     assert event.result.finish_reason == "cancelled"
@@ -198,7 +221,7 @@ def test_unsandboxed_worker_still_works(tiny_model_dir: Path) -> None:
         try:
             assert hello.sandbox == {"enabled": False}
             assert proc_status(hello.pid)["Seccomp"] == "0"
-            assert (await finish(sup.submit(req(0)).stream())).result is not None
+            assert (await finish(submit(sup, req(0)).events())).result is not None
         finally:
             await sup.stop()
 
@@ -266,10 +289,10 @@ def test_allocation_beyond_the_limit_fails_the_request_and_recovers(real_model_d
             assert hello.sandbox["layers"]["rlimit_as"] == "active"
             # ~1,900 prompt tokens: its KV cache (~90 MB) and attention scores (~130 MB)
             # cannot fit in the 40 MB left; a short prompt's (~12 MB) can.
-            big = await finish(sup.submit(req(0, "the kitchen light is on " * 380, 4)).stream())
+            big = await finish(submit(sup, req(0, "the kitchen light is on " * 380, 4)).events())
             assert big.error is not None and big.error.code == "engine_failure"
             assert "memory" in big.error.message
-            small = await finish(sup.submit(req(1, "hello", 4)).stream())
+            small = await finish(submit(sup, req(1, "hello", 4)).events())
             assert small.result is not None and small.result.usage.completion_tokens > 0
             assert sup.deaths >= 1  # the worker was recycled
         finally:

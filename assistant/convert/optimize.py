@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
-from onnx import numpy_helper
 
 # Basic and extended optimizations rewrite the graph with portable ops only; "all" may
 # bake in layouts for the CPU that ran it, so a model folder copied elsewhere could break.
@@ -60,9 +59,3 @@ def optimize_offline(source: Path, target: Path, threads: int = 1) -> None:
     )
     # Building the session is what writes the optimized file; the session itself is dropped.
     ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
-
-
-def count_parameters(path: Path) -> int:
-    """Number of float weights in an FP32 graph (for the manifest)."""
-    model = onnx.load(path, load_external_data=True)
-    return sum(numpy_helper.to_array(i).size for i in model.graph.initializer)

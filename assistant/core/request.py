@@ -7,6 +7,7 @@ the core, so each default is stated once, in the config.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -72,3 +73,8 @@ class Request:
     context_tokens: int | None = None  # the client's window (Ollama num_ctx), capped by the plan
     tools: tuple[Tool, ...] = ()
     output_schema: dict[str, Any] | None = None  # a JSON schema the reply must match
+
+
+def new_id() -> str:
+    """An id for a request that came without one."""
+    return uuid.uuid4().hex[:16]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from assistant.config import MAX_TOKENS_LIMIT
+from assistant.config_schema import MAX_TOKENS_LIMIT
 from assistant.core.request import Message, Request, Sampling
 from assistant.http.body import BodyError, flag, integer, items, number, obj, stops, text
 from assistant.http.chat_schema import (

@@ -65,8 +65,6 @@ class MqttBridge:
         self._on_connect = on_connect
         self.connected = False
         self.connects = 0
-        self.published = 0
-        self.received = 0
         self._last_info: mqtt.MQTTMessageInfo | None = None
         self._stopping = False
         client = mqtt.Client(
@@ -134,7 +132,6 @@ class MqttBridge:
     # --- the loop ----------------------------------------------------------------------
 
     def _deliver(self, incoming: Incoming) -> None:
-        self.received += 1
         self._on_message(incoming)
 
     def _connected(self) -> None:
@@ -179,9 +176,6 @@ class MqttBridge:
         else:
             self.client.subscribe([(f, 1) for f in filters])
 
-    def unsubscribe(self, filters: list[str]) -> None:
-        self.client.unsubscribe(filters)
-
     def publish(
         self,
         topic: str,
@@ -200,7 +194,6 @@ class MqttBridge:
             self._last_info = self.client.publish(
                 topic, payload, qos=1, retain=retain, properties=properties
             )
-            self.published += 1
         except (ValueError, TypeError) as err:  # paho rejects bad topics: a bug upstream
             LOG.error("not published to %r: %s", topic[:80], err)
 

@@ -1,13 +1,13 @@
 """Voice front ends: Rhasspy Hermes over MQTT and a Wyoming "handle" server for Home
-Assistant's Assist. Both turn recognised speech into requests of the same service."""
+Assistant's Assist. Both turn recognised speech into requests of the same core."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
+from assistant.core.api import CoreApi
 from assistant.core.events import Finished
+from assistant.core.request import FrontEnd, Request, new_id
 from assistant.errors import RequestError
 
 LOG = logging.getLogger(__name__)
@@ -16,28 +16,19 @@ LOG = logging.getLogger(__name__)
 VOICE_PRIORITY = 1
 
 
-@dataclass(frozen=True)
-class VoiceRequest:
-    """Recognised speech to answer."""
-
-    text: str
-    session: str | None  # conversation key, already a valid `[A-Za-z0-9_-]{1,64}`
-    source: str  # the satellite or front end, for per-source rate limits and logs
-    request_id: str | None = None  # generated when None
+def voice_request(text: str, session: str | None, client: str, front_end: FrontEnd) -> Request:
+    """Recognised speech as a request: a person is waiting, so it may take the urgent slots."""
+    return Request(new_id(), front_end, client, text, session=session, priority=VOICE_PRIORITY)
 
 
-# The service runs a voice request and returns its one final event.
-Asker = Callable[[VoiceRequest], Awaitable[Finished]]
-
-
-async def ask_safely(ask: Asker, request: VoiceRequest, request_id: str) -> Finished:
+async def ask_safely(core: CoreApi, request: Request) -> Finished:
     """The final event, even when asking raised (a bug): then an `engine_failure`, logged
     here, so the speaker still hears an apology instead of nothing."""
     try:
-        return await ask(request)
+        return await core.submit(request).final()
     except Exception:  # the boundary: a bug must not turn into silence
-        LOG.exception("voice request %s failed unexpectedly", request_id)
-        return Finished(request_id, error=RequestError("engine_failure", "internal error"))
+        LOG.exception("voice request %s failed unexpectedly", request.id)
+        return Finished(request.id, error=RequestError("engine_failure", "internal error"))
 
 
 _APOLOGIES = {

@@ -22,10 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from assistant.mqtt.requests import BadRequest, new_id, printable
+from assistant.core.api import CoreApi
+from assistant.core.sessions import session_key
+from assistant.logsafe import printable
 from assistant.mqtt.topics import HERMES_END_SESSION, HERMES_SAY
-from assistant.sessions import session_key
-from assistant.voice import Asker, VoiceRequest, ask_safely, spoken_answer
+from assistant.voice import ask_safely, spoken_answer, voice_request
 
 LOG = logging.getLogger(__name__)
 MAX_PAYLOAD = 64 * 1024  # a transcript of a spoken sentence; checked before decoding
@@ -33,22 +34,26 @@ MAX_PAYLOAD = 64 * 1024  # a transcript of a spoken sentence; checked before dec
 SAY_FINISHED_TIMEOUT_S = 10.0
 
 
+class HermesError(ValueError):
+    """A Hermes message that is not what the protocol says."""
+
+
 def _object(payload: bytes) -> dict[str, Any]:
     if len(payload) > MAX_PAYLOAD:
-        raise BadRequest(f"payload is {len(payload):,} bytes; the limit is {MAX_PAYLOAD:,}")
+        raise HermesError(f"payload is {len(payload):,} bytes; the limit is {MAX_PAYLOAD:,}")
     try:
         obj = json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as err:
-        raise BadRequest(f"not a JSON object: {err}") from None
+        raise HermesError(f"not a JSON object: {err}") from None
     if not isinstance(obj, dict):
-        raise BadRequest("not a JSON object")
+        raise HermesError("not a JSON object")
     return obj
 
 
 def _optional_str(obj: dict[str, Any], key: str) -> str | None:
     value = obj.get(key)
     if value is not None and not isinstance(value, str):
-        raise BadRequest(f"field '{key}' must be a string")
+        raise HermesError(f"field '{key}' must be a string")
     return value or None
 
 
@@ -66,7 +71,7 @@ class TextCaptured:
         obj = _object(payload)
         text = obj.get("text")
         if not isinstance(text, str):
-            raise BadRequest("field 'text' must be a string")
+            raise HermesError("field 'text' must be a string")
         return cls(
             text=text,
             site_id=_optional_str(obj, "siteId") or "default",
@@ -111,7 +116,7 @@ def say_finished_id(payload: bytes) -> str | None:
     """The `id` of a `hermes/tts/sayFinished`, or None."""
     try:
         return _optional_str(_object(payload), "id")
-    except BadRequest:
+    except HermesError:
         return None
 
 
@@ -121,11 +126,11 @@ class HermesVoice:
     def __init__(
         self,
         publish: Callable[[str, str], None],
-        ask: Asker,
+        core: CoreApi,
         say_finished_timeout_s: float = SAY_FINISHED_TIMEOUT_S,
     ) -> None:
         self._publish = publish
-        self._ask = ask
+        self._core = core
         self.say_finished_timeout_s = say_finished_timeout_s
         self._tasks: set[asyncio.Task[None]] = set()
         self._spoken: dict[str, asyncio.Future[None]] = {}  # tts/say ids awaiting sayFinished
@@ -134,8 +139,8 @@ class HermesVoice:
     def on_text_captured(self, payload: bytes) -> None:
         try:
             message = TextCaptured.from_payload(payload)
-        except BadRequest as err:
-            LOG.warning("ignoring a malformed hermes/asr/textCaptured: %s", err.message)
+        except HermesError as err:
+            LOG.warning("ignoring a malformed hermes/asr/textCaptured: %s", err)
             return
         task = asyncio.create_task(self._answer(message), name="hermes-answer")
         self._tasks.add(task)
@@ -149,9 +154,9 @@ class HermesVoice:
 
     async def _answer(self, message: TextCaptured) -> None:
         session = session_key(message.site_id)
-        request_id = new_id()
-        request = VoiceRequest(message.text, session, session, request_id)
-        final = await ask_safely(self._ask, request, request_id)
+        request = voice_request(message.text, session, session, "hermes")
+        request_id = request.id
+        final = await ask_safely(self._core, request)
         text, error = spoken_answer(final)
         if error is not None:
             LOG.warning(

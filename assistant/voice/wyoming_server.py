@@ -15,9 +15,10 @@ import time
 import warnings
 from typing import Any
 
-from assistant.mqtt.requests import new_id, printable
-from assistant.sessions import session_key
-from assistant.voice import Asker, VoiceRequest, ask_safely, spoken_answer
+from assistant.core.api import CoreApi
+from assistant.core.sessions import session_key
+from assistant.logsafe import printable
+from assistant.voice import ask_safely, spoken_answer, voice_request
 
 with warnings.catch_warnings():
     # wyoming.info imports wyoming.audio, which imports audioop: deprecated since Python
@@ -73,11 +74,11 @@ class _Handler(AsyncEventHandler):
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         info: Info,
-        ask: Asker,
+        core: CoreApi,
     ) -> None:
         super().__init__(reader, writer)
         self._info = info
-        self._ask = ask
+        self._core = core
         self.busy = False  # between a transcript and its answer
 
     async def handle_event(self, event: Event) -> bool:
@@ -98,9 +99,9 @@ class _Handler(AsyncEventHandler):
         text, context = data.get("text"), data.get("context")
         if not isinstance(text, str):
             return NotHandled(text="The transcript has no text.", context=context).event()
-        request_id = new_id()
-        request = VoiceRequest(text, conversation_key(context), SOURCE, request_id)
-        final = await ask_safely(self._ask, request, request_id)
+        request = voice_request(text, conversation_key(context), SOURCE, "wyoming")
+        request_id = request.id
+        final = await ask_safely(self._core, request)
         spoken, error = spoken_answer(final)
         if error is None:
             return Handled(text=spoken, context=context).event()
@@ -116,14 +117,14 @@ class _Handler(AsyncEventHandler):
 class HandleServer(AsyncTcpServer):
     """The TCP server; `stop_listening()` refuses new clients while answers finish."""
 
-    def __init__(self, host: str, port: int, ask: Asker, info: Info) -> None:
+    def __init__(self, host: str, port: int, core: CoreApi, info: Info) -> None:
         super().__init__(host, port)
-        self._ask = ask
+        self._core = core
         self._info = info
 
     async def open(self) -> int:
         """Start listening; the bound port (useful when `port` was 0)."""
-        await self.start(lambda reader, writer: _Handler(reader, writer, self._info, self._ask))
+        await self.start(lambda reader, writer: _Handler(reader, writer, self._info, self._core))
         assert isinstance(self._server, asyncio.Server)
         self.port = int(self._server.sockets[0].getsockname()[1])
         LOG.info("wyoming handle service listening on %s:%d", self.host, self.port)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from assistant.errors import RequestError
 from assistant.ipc import ProtocolError
 
 if TYPE_CHECKING:  # the worker parses `start` before numpy may be imported (sandbox first)
@@ -161,3 +162,13 @@ def result_from_payload(payload: dict[str, Any]) -> GenerationResult:
             tokens_per_s=_num(payload, "tokens_per_s"),
         ),
     )
+
+
+def error_from_payload(frame: dict[str, Any]) -> RequestError:
+    """Parent side: an error frame as a contract error (an unknown code is engine_failure)."""
+    code, message = frame.get("code"), str(frame.get("message", ""))[:500]
+    if code == "prompt_too_long":
+        return RequestError("prompt_too_long", message)
+    if code == "invalid_request":
+        return RequestError("invalid_request", message)
+    return RequestError("engine_failure", message or "the worker failed")

@@ -15,19 +15,25 @@ and their turns are stored in the order they finish.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from assistant.config import SessionsConfig
-from assistant.mqtt.topics import valid_level
 
 # A token is rarely longer than this many characters: history beyond
 # context_tokens * CHARS_PER_TOKEN could never fit the window, so it is not sent at all.
 CHARS_PER_TOKEN = 16
 # Finish reasons of a reply worth remembering (a cancelled or failed one is not a turn).
 KEPT_FINISH_REASONS = frozenset({"stop", "length"})
+_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def valid_key(key: str) -> bool:
+    """Whether `key` is a session key: `[A-Za-z0-9_-]{1,64}` (an MQTT topic level too)."""
+    return _KEY.fullmatch(key) is not None
 
 
 @dataclass(frozen=True)
@@ -112,24 +118,9 @@ class SessionStore:
         self._sessions.move_to_end(key)
 
 
-def build_messages(
-    system: str | None, history: tuple[Turn, ...], text: str
-) -> tuple[tuple[str, str], ...]:
-    """(role, content) pairs for the engine: the system prompt (never part of the stored
-    history), the turns, the new message."""
-    messages: list[tuple[str, str]] = []
-    if system:
-        messages.append(("system", system))
-    for turn in history:
-        messages.append(("user", turn.user))
-        messages.append(("assistant", turn.assistant))
-    messages.append(("user", text))
-    return tuple(messages)
-
-
 def session_key(raw: str) -> str:
     """A session key from an outside id (a Hermes siteId, a Wyoming conversation id): the id
     itself when it is a valid key, else a stable digest of it."""
-    if valid_level(raw):
+    if valid_key(raw):
         return raw
     return "h_" + hashlib.sha256(raw.encode("utf-8", "replace")).hexdigest()[:40]

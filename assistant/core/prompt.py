@@ -1,0 +1,99 @@
+"""A `Request` as the engine's `GenerationRequest`: the chat to render, the reply budget and
+how to sample. Checks what every front end would otherwise check on its own.
+
+The chat is `messages` as given (a whole conversation, as HTTP APIs send it) or, for a
+`text` request, the system prompt, the session's turns and the new text. A request without
+a system turn gets the configured one. Sampling fields left None take the configured
+temperature or the engine's neutral defaults (`SamplingParams`), so each default is written
+once.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from assistant.config import EngineConfig
+from assistant.core.request import Request
+from assistant.core.sessions import Turn
+from assistant.engine.request import GenerationRequest, SamplingParams
+from assistant.errors import RequestError
+
+MAX_TEXT = 32_000  # characters of one message (far beyond any small model's window)
+MAX_MESSAGES = 256  # turns of a `messages` request
+MAX_STOP = 4  # stop strings per request
+MAX_STOP_CHARS = 64
+
+Chat = tuple[tuple[str, str], ...]
+T = TypeVar("T")
+
+
+def generation_request(
+    request: Request, engine: EngineConfig, history: tuple[Turn, ...] = ()
+) -> GenerationRequest:
+    """The engine's request, or RequestError(invalid_request) naming what is wrong."""
+    _check(request)
+    max_tokens = min(request.max_tokens or engine.max_tokens, engine.max_tokens)
+    return GenerationRequest(
+        id=request.id,
+        messages=chat(request, engine.system_prompt, history),
+        max_tokens=max_tokens,
+        sampling=sampling(request, engine),
+        stop=request.sampling.stop,
+    )
+
+
+def chat(request: Request, default_system: str, history: tuple[Turn, ...] = ()) -> Chat:
+    """(role, content) pairs, system first when there is one."""
+    system = request.system if request.system is not None else default_system
+    turns: list[tuple[str, str]] = []
+    if request.messages:
+        turns = [(m.role, m.content) for m in request.messages]
+    else:
+        for turn in history:
+            turns += [("user", turn.user), ("assistant", turn.assistant)]
+        turns.append(("user", request.text or ""))
+    if system and not any(role == "system" for role, _ in turns):
+        turns.insert(0, ("system", system))
+    return tuple(turns)
+
+
+def sampling(request: Request, engine: EngineConfig) -> SamplingParams:
+    """The request's overrides on top of the configured temperature and neutral defaults."""
+    asked = request.sampling
+    base = SamplingParams(temperature=engine.temperature)
+    return SamplingParams(
+        temperature=_pick(asked.temperature, base.temperature),
+        top_k=_pick(asked.top_k, base.top_k),
+        top_p=_pick(asked.top_p, base.top_p),
+        repetition_penalty=_pick(asked.repeat_penalty, base.repetition_penalty),
+        seed=asked.seed,
+    )
+
+
+def _pick(asked: T | None, default: T) -> T:
+    return default if asked is None else asked
+
+
+def _check(request: Request) -> None:
+    if request.text is not None and request.messages:
+        raise RequestError("invalid_request", "give either text or messages, not both")
+    contents = [m.content for m in request.messages] or [request.text or ""]
+    if request.text is not None and not request.text.strip():
+        raise RequestError("invalid_request", "empty text")
+    if not request.messages and request.text is None:
+        raise RequestError("invalid_request", "no text and no messages")
+    if len(request.messages) > MAX_MESSAGES:
+        raise RequestError("invalid_request", f"more than {MAX_MESSAGES} messages")
+    if any(len(content) > MAX_TEXT for content in contents):
+        raise RequestError("invalid_request", f"text is longer than {MAX_TEXT:,} characters")
+    stop = request.sampling.stop
+    if len(stop) > MAX_STOP or any(not s or len(s) > MAX_STOP_CHARS for s in stop):
+        message = f"at most {MAX_STOP} stop strings of 1-{MAX_STOP_CHARS} characters"
+        raise RequestError("invalid_request", message)
+    if request.max_tokens is not None and request.max_tokens < 1:
+        raise RequestError("invalid_request", "max_tokens must be at least 1")
+    # Room for what comes next; refused clearly until the prompt renders them.
+    if request.tools:
+        raise RequestError("invalid_request", "tools are not supported yet")
+    if request.output_schema is not None:
+        raise RequestError("invalid_request", "output_schema is not supported yet")
