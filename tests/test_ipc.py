@@ -7,10 +7,14 @@ import json
 import socket
 import struct
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import asdict
 from typing import Any, TypeVar
 
 import pytest
 
+from assistant.core.events import GenerationResult, Timing, Usage
+from assistant.engine.request import GenerationRequest, SamplingParams
+from assistant.errors import RequestError
 from assistant.ipc import (
     MAX_DEPTH,
     MAX_FRAME,
@@ -23,6 +27,21 @@ from assistant.ipc import (
     recv_frame,
     send_frame,
     write_frame,
+)
+from assistant.worker.fields import MAX_TEXT
+from assistant.worker.protocol import (
+    CancelFrame,
+    DeltaFrame,
+    ErrorFrame,
+    FatalFrame,
+    GenerateFrame,
+    Hello,
+    ResultFrame,
+    ShutdownFrame,
+    StartSpec,
+    decode_from_worker,
+    decode_startup_reply,
+    decode_to_worker,
 )
 
 T = TypeVar("T")
@@ -304,3 +323,99 @@ def test_peer_gone_while_sending_is_channel_closed(
     right.close()
     with pytest.raises(ChannelClosed):
         send_frame(left, {"blob": "x" * 100_000})
+
+
+# --- typed messages (assistant.worker.protocol) ----------------------------------------
+
+SAMPLING = SamplingParams(temperature=0.5, top_k=40, top_p=0.9, repetition_penalty=1.1, seed=7)
+RESULT = GenerationResult("r1", "Paris.", "stop", Usage(12, 3), Timing(1.0, 20.5, 40.0, 75.0))
+EVERY_FRAME: list[Any] = [
+    StartSpec("/models/m", 2, 2048, 4, 1 << 26, memory_bytes=1 << 30, debug_hang_text="x"),
+    Hello(42, "tiny", 2048, 12.5, {"enabled": True, "layers": {"uid": "active"}}),
+    GenerateFrame(GenerationRequest("r1", (("system", "Be brief."), ("user", "Hi")), 8, SAMPLING)),
+    GenerateFrame(GenerationRequest("r2", (("user", "Hi"),), 8, SamplingParams(), ("\n\n",))),
+    CancelFrame("r1"),
+    ShutdownFrame(),
+    DeltaFrame("r1", 3, " Par"),
+    ResultFrame(RESULT),
+    ErrorFrame("r1", "prompt_too_long", "the prompt needs 900 tokens; the limit is 512"),
+    FatalFrame("ModelError: no prepared model"),
+]
+
+
+@pytest.mark.parametrize("frame", EVERY_FRAME, ids=lambda f: type(f).__name__)
+def test_every_frame_survives_a_real_channel(
+    pair: tuple[socket.socket, socket.socket], frame: Any
+) -> None:
+    left, right = pair
+    send_frame(left, frame.to_payload())
+    assert type(frame).from_payload(recv_frame(right)) == frame
+
+
+def test_each_side_decodes_only_the_frames_meant_for_it() -> None:
+    for frame in EVERY_FRAME:
+        payload = frame.to_payload()
+        if isinstance(frame, GenerateFrame | CancelFrame | ShutdownFrame):
+            assert decode_to_worker(payload) == frame
+            with pytest.raises(ProtocolError, match="unexpected frame type"):
+                decode_from_worker(payload)
+        elif isinstance(frame, DeltaFrame | ResultFrame | ErrorFrame | FatalFrame):
+            assert decode_from_worker(payload) == frame
+            with pytest.raises(ProtocolError, match="unexpected frame type"):
+                decode_to_worker(payload)
+    assert decode_startup_reply(EVERY_FRAME[1].to_payload()) == EVERY_FRAME[1]
+    assert decode_startup_reply(EVERY_FRAME[-1].to_payload()) == EVERY_FRAME[-1]
+
+
+def _with(frame: Any, **changes: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = frame.to_payload()
+    payload.update(changes)
+    return payload
+
+
+BAD_FRAMES = [
+    pytest.param(_with(EVERY_FRAME[0], threads="2"), "threads", id="start-threads-string"),
+    pytest.param(_with(EVERY_FRAME[0], sandbox=1), "sandbox", id="start-sandbox-int"),
+    pytest.param(_with(EVERY_FRAME[1], pid=True), "pid", id="hello-pid-bool"),
+    pytest.param(_with(EVERY_FRAME[1], sandbox=[]), "sandbox", id="hello-sandbox-list"),
+    pytest.param(_with(EVERY_FRAME[2], messages=[["user"]]), "pair", id="gen-short-pair"),
+    pytest.param(_with(EVERY_FRAME[2], messages=[["user", 1]]), "pair", id="gen-int-text"),
+    pytest.param(_with(EVERY_FRAME[2], messages=[["u", "x"]] * 1025), "1024", id="gen-many"),
+    pytest.param(_with(EVERY_FRAME[2], max_tokens=-1), "max_tokens", id="gen-negative"),
+    pytest.param(_with(EVERY_FRAME[2], stop=["x" * 257]), "stop", id="gen-long-stop"),
+    pytest.param(
+        _with(EVERY_FRAME[2], sampling={**asdict(SAMPLING), "top_p": 1.5}), "top_p", id="top-p"
+    ),
+    pytest.param(
+        _with(EVERY_FRAME[2], sampling={**asdict(SAMPLING), "seed": 1 << 70}), "seed", id="seed"
+    ),
+    pytest.param(_with(EVERY_FRAME[4], id=None), "id", id="cancel-no-id"),
+    pytest.param(_with(EVERY_FRAME[6], id="x" * 65), "id", id="delta-long-id"),
+    pytest.param(_with(EVERY_FRAME[6], seq=-1), "seq", id="delta-negative-seq"),
+    pytest.param(_with(EVERY_FRAME[6], text="x" * (MAX_TEXT + 1)), "text", id="delta-huge"),
+    pytest.param(_with(EVERY_FRAME[7], finish_reason="done"), "finish_reason", id="reason"),
+    pytest.param(_with(EVERY_FRAME[7], total_ms=-1.0), "total_ms", id="result-negative"),
+    pytest.param(_with(EVERY_FRAME[8], code="busy"), "code", id="error-foreign-code"),
+    pytest.param({"type": "reboot"}, "unexpected", id="unknown-type"),
+    pytest.param({"id": "r1"}, "unexpected", id="no-type"),
+]
+
+
+@pytest.mark.parametrize(("payload", "field"), BAD_FRAMES)
+def test_bad_fields_are_protocol_errors(payload: dict[str, Any], field: str) -> None:
+    kind = payload.get("type")
+    with pytest.raises(ProtocolError, match=field):
+        if kind == "start":
+            StartSpec.from_payload(payload)
+        elif kind == "hello":
+            Hello.from_payload(payload)
+        elif kind in ("generate", "cancel"):
+            decode_to_worker(payload)
+        else:
+            decode_from_worker(payload)
+
+
+def test_error_codes_outside_the_workers_set_become_engine_failure() -> None:
+    frame = ErrorFrame.from_error("r1", RequestError("busy", "no"))
+    assert frame == ErrorFrame("r1", "engine_failure", "no")
+    assert frame.to_error().code == "engine_failure"

@@ -19,7 +19,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from assistant import ipc
-from assistant.worker.protocol import StartSpec
+from assistant.core.events import Delta
+from assistant.engine.request import GenerationRequest
+from assistant.errors import RequestError
+from assistant.worker.protocol import (
+    CancelFrame,
+    DeltaFrame,
+    ErrorFrame,
+    FatalFrame,
+    FromWorker,
+    Hello,
+    ResultFrame,
+    ShutdownFrame,
+    StartSpec,
+    decode_to_worker,
+)
 
 if TYPE_CHECKING:
     from assistant.engine.batch import Batch
@@ -81,9 +95,7 @@ def _load(spec: StartSpec) -> Any:
     from assistant.engine.batch import Batch  # noqa: PLC0415
     from assistant.engine.engine import Engine  # noqa: PLC0415
     from assistant.engine.request import GenerationRequest, SamplingParams  # noqa: PLC0415
-    from assistant.errors import RequestError  # noqa: PLC0415, F401 - imported for the loop
     from assistant.model.manager import ModelInstance  # noqa: PLC0415
-    from assistant.worker import protocol  # noqa: PLC0415, F401 - imported for the loop
 
     model = ModelInstance.load(Path(spec.model_path), threads=spec.threads)
     engine = Engine.from_model(model, spec.context_tokens)
@@ -101,7 +113,6 @@ def serve(sock: socket.socket) -> int:
     spec = StartSpec.from_payload(ipc.recv_frame(sock))
     engine, sandbox = _sandbox_then_load(spec)
     from assistant.engine.batch import Batch  # noqa: PLC0415
-    from assistant.worker.protocol import Hello  # noqa: PLC0415
 
     hello = Hello(
         pid=os.getpid(),
@@ -110,36 +121,23 @@ def serve(sock: socket.socket) -> int:
         load_ms=round((time.perf_counter() - started) * 1000, 1),
         sandbox=sandbox,
     )
-    ipc.send_frame(sock, hello.to_payload())
+    _send(sock, hello)
     batch = Batch(engine, spec.max_batch, spec.kv_budget_bytes)
     return _loop(sock, batch, spec)
 
 
 def _loop(sock: socket.socket, batch: Batch, spec: StartSpec) -> int:
-    from assistant.core.events import Delta  # noqa: PLC0415
-    from assistant.errors import RequestError  # noqa: PLC0415
-    from assistant.worker.protocol import request_from_payload, result_payload  # noqa: PLC0415
-
     while True:
         # Block when idle; only peek between decode steps when busy.
         timeout = 0.0 if batch.busy else None
         while select.select([sock], [], [], timeout)[0]:
-            frame = ipc.recv_frame(sock)
-            kind = frame.get("type")
-            if kind == "shutdown":
+            frame = decode_to_worker(ipc.recv_frame(sock))
+            if isinstance(frame, ShutdownFrame):
                 return EXIT_OK
-            if kind == "cancel":
-                batch.cancel(str(frame.get("id")))
-            elif kind == "generate":
-                request = request_from_payload(frame)
-                if spec.debug_hang_text is not None and any(
-                    text == spec.debug_hang_text for _, text in request.messages
-                ):
-                    _hang_in_native_code()
-                try:
-                    batch.add(request)
-                except RequestError as err:
-                    ipc.send_frame(sock, {"type": "error", "id": request.id, **err.to_payload()})
+            if isinstance(frame, CancelFrame):
+                batch.cancel(frame.id)
+            else:
+                _add(sock, batch, spec, frame.request)
             timeout = 0.0
         if not batch.busy:
             continue
@@ -153,26 +151,32 @@ def _loop(sock: socket.socket, batch: Batch, spec: StartSpec) -> int:
             raise  # anything else: main() reports it and exits; the parent retries once
         for event in events:
             if isinstance(event, Delta):
-                ipc.send_frame(
-                    sock, {"type": "delta", "id": event.id, "seq": event.seq, "text": event.text}
-                )
+                _send(sock, DeltaFrame.from_event(event))
             elif event.result is not None:
-                ipc.send_frame(sock, result_payload(event.result))
+                _send(sock, ResultFrame(event.result))
+
+
+def _add(sock: socket.socket, batch: Batch, spec: StartSpec, request: GenerationRequest) -> None:
+    if spec.debug_hang_text is not None and any(
+        text == spec.debug_hang_text for _, text in request.messages
+    ):
+        _hang_in_native_code()
+    try:
+        batch.add(request)
+    except RequestError as err:
+        _send(sock, ErrorFrame.from_error(request.id, err))
+
+
+def _send(sock: socket.socket, frame: Hello | FromWorker) -> None:
+    ipc.send_frame(sock, frame.to_payload())
 
 
 def _out_of_memory(sock: socket.socket, batch: Batch, detail: str) -> int:
     """Fail every request this worker holds, then exit so the parent starts a fresh one."""
     LOG.error("allocation failed (%s): failing %d request(s), exiting", detail, len(batch.ids))
+    message = "the model ran out of memory on this request; the worker restarted"
     for request_id in batch.ids:
-        ipc.send_frame(
-            sock,
-            {
-                "type": "error",
-                "id": request_id,
-                "code": "engine_failure",
-                "message": "the model ran out of memory on this request; the worker restarted",
-            },
-        )
+        _send(sock, ErrorFrame(request_id, "engine_failure", message))
     return EXIT_OUT_OF_MEMORY
 
 
@@ -201,5 +205,5 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         LOG.exception("worker failed")
         with contextlib.suppress(OSError):
-            ipc.send_frame(sock, {"type": "fatal", "message": f"{type(err).__name__}: {err}"})
+            _send(sock, FatalFrame(f"{type(err).__name__}: {err}"))
         return EXIT_FATAL

@@ -14,13 +14,20 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
 
 import psutil
 
 from assistant import ipc
 from assistant.sandbox import worker_environment
-from assistant.worker.protocol import Hello, StartSpec
+from assistant.worker.protocol import (
+    FatalFrame,
+    FromWorker,
+    Hello,
+    StartSpec,
+    ToWorker,
+    decode_from_worker,
+    decode_startup_reply,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -70,16 +77,18 @@ class WorkerProcess:
         reports it cannot start; IpcError, OSError or TimeoutError when it died."""
         assert self._writer is not None
         await ipc.write_frame(self._writer, spec.to_payload())
-        frame = await asyncio.wait_for(ipc.read_frame(self.reader), timeout_s)
-        if frame.get("type") == "fatal":
-            raise WorkerStartError(f"the worker cannot start: {str(frame.get('message'))[:300]}")
-        self.last_heard = time.monotonic()
-        return Hello.from_payload(frame)
-
-    async def read(self) -> dict[str, Any]:
-        frame = await ipc.read_frame(self.reader)
+        payload = await asyncio.wait_for(ipc.read_frame(self.reader), timeout_s)
+        frame = decode_startup_reply(payload)
+        if isinstance(frame, FatalFrame):
+            raise WorkerStartError(f"the worker cannot start: {frame.message[:300]}")
         self.last_heard = time.monotonic()
         return frame
+
+    async def read(self) -> FromWorker:
+        """The next frame, decoded and validated (ProtocolError when it is not valid)."""
+        payload = await ipc.read_frame(self.reader)
+        self.last_heard = time.monotonic()
+        return decode_from_worker(payload)
 
     async def watch(self, busy: Callable[[], bool], stall_s: float) -> None:
         """SIGKILL the worker when it holds requests but has said nothing for `stall_s`
@@ -92,12 +101,12 @@ class WorkerProcess:
                 self.kill()
                 return
 
-    def write(self, frame: dict[str, Any]) -> bool:
+    def write(self, frame: ToWorker) -> bool:
         """Queue a frame; False when the channel is gone (the death is noticed on read)."""
         if self._writer is None or self._writer.is_closing():
             return False
         try:
-            self._writer.write(ipc.encode_frame(frame))
+            self._writer.write(ipc.encode_frame(frame.to_payload()))
         except (OSError, ipc.IpcError):
             return False
         return True

@@ -21,18 +21,23 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 from assistant import ipc
 from assistant.core.flight import Flight
 from assistant.errors import RequestError
 from assistant.worker.process import WorkerProcess, WorkerStartError
 from assistant.worker.protocol import (
+    CancelFrame,
+    DeltaFrame,
+    ErrorFrame,
+    FatalFrame,
+    FromWorker,
+    GenerateFrame,
     Hello,
+    ResultFrame,
+    ShutdownFrame,
     StartSpec,
-    error_from_payload,
-    generate_payload,
-    result_from_payload,
+    ToWorker,
 )
 
 LOG = logging.getLogger(__name__)
@@ -109,7 +114,7 @@ class Supervisor:
         if flight.id not in self._flights:
             return
         if flight.sent:
-            self._write({"type": "cancel", "id": flight.id})
+            self._write(CancelFrame(flight.id))
         else:
             flight.finish_cancelled()
             self._drop(flight)
@@ -143,7 +148,7 @@ class Supervisor:
         for flight in list(self._flights.values()):
             self._release(flight, RequestError("shutting_down", "the service is stopping"))
         if self._worker is not None:
-            self._worker.write({"type": "shutdown"})
+            self._worker.write(ShutdownFrame())
             await self._worker.exit(grace_s)
         if self._task is not None:
             self._task.cancel()
@@ -210,11 +215,7 @@ class Supervisor:
             except (ipc.ProtocolError, OSError) as err:
                 LOG.error("worker %s broke the protocol: %s", self.pid, err)
                 return
-            try:
-                self._dispatch(frame)
-            except ipc.ProtocolError as err:
-                LOG.error("worker %s sent a bad message: %s", self.pid, err)
-                return
+            self._dispatch(frame)
 
     async def _reap(self) -> None:
         worker, self._worker = self._worker, None
@@ -226,13 +227,13 @@ class Supervisor:
     def _busy(self) -> bool:
         return any(f.sent for f in self._flights.values())
 
-    def _write(self, frame: dict[str, Any]) -> bool:
+    def _write(self, frame: ToWorker) -> bool:
         return self._worker is not None and self._worker.write(frame)
 
     def _send_flight(self, flight: Flight) -> None:
         if not self._ready.is_set() or self._worker is None or flight.generation is None:
             return  # sent by _spawn once a worker says hello
-        if self._write(generate_payload(flight.generation)):
+        if self._write(GenerateFrame(flight.generation)):
             if not self._busy():
                 self._worker.last_heard = time.monotonic()  # the stall clock starts now
             flight.sent = True
@@ -255,23 +256,22 @@ class Supervisor:
                 message = "the worker died twice running this request"
                 self._release(flight, RequestError("engine_failure", message))
 
-    def _dispatch(self, frame: dict[str, Any]) -> None:
-        kind = frame.get("type")
-        flight = self._flights.get(str(frame.get("id")))
+    def _dispatch(self, frame: FromWorker) -> None:
+        if isinstance(frame, FatalFrame):
+            LOG.error("worker %s: %s", self.pid, frame.message)
+            return  # it exits next: EOF ends this worker's life
+        request_id = frame.result.id if isinstance(frame, ResultFrame) else frame.id
+        flight = self._flights.get(request_id)
         if flight is None or not flight.sent:
             return  # a request already let go (e.g. at shutdown)
-        if kind == "delta":
-            text = frame.get("text")
-            if not isinstance(text, str):
-                raise ipc.ProtocolError("delta without text")
-            self._hand_out(flight, flight.attempt_text + text)
-        elif kind == "result":
-            result = result_from_payload(frame)
-            if self._hand_out(flight, result.text):
-                flight.succeed(result)
+        if isinstance(frame, DeltaFrame):
+            self._hand_out(flight, flight.attempt_text + frame.text)
+        elif isinstance(frame, ResultFrame):
+            if self._hand_out(flight, frame.result.text):
+                flight.succeed(frame.result)
             self._drop(flight)
-        elif kind == "error":
-            self._release(flight, error_from_payload(frame))
+        elif isinstance(frame, ErrorFrame):
+            self._release(flight, frame.to_error())
 
     def _hand_out(self, flight: Flight, attempt_text: str) -> bool:
         flight.attempt_text = attempt_text
