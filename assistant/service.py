@@ -20,6 +20,8 @@ from assistant.config import Config
 from assistant.core.core import Core
 from assistant.hardware import HardwareFacts
 from assistant.health import HealthFile
+from assistant.http.models import card_for_plan
+from assistant.http.server import HttpServer
 from assistant.mqtt.bridge import MqttBridge
 from assistant.mqtt.discovery import discovery_payload
 from assistant.mqtt.front_end import MqttFrontEnd
@@ -56,6 +58,8 @@ class Service:
             on_ha_online=self.publish_discovery,
         )
         self.wyoming: HandleServer | None = None
+        self.http: HttpServer | None = None
+        self._model_dir = model_dir
         self.telemetry = Telemetry(self.core, plan, facts, self.client_id, self._counters)
         self.health = HealthFile.from_env(config.telemetry.interval_s, self._healthy)
         self._bridge: MqttBridge | None = None
@@ -71,6 +75,8 @@ class Service:
     async def run(self, stop: asyncio.Event) -> int:
         """Serve until `stop` is set; then shut down in order. Returns the exit code."""
         if self.config.wyoming.enabled and not await self._open_wyoming():
+            return 1
+        if self.config.http.enabled and not await self._open_http():
             return 1
         hello = await self.core.start()
         plan = self.plan
@@ -114,6 +120,22 @@ class Service:
         self.wyoming = server
         return True
 
+    async def _open_http(self) -> bool:
+        """Bind the HTTP API before the worker starts (a port in use stops the start);
+        until the core runs, requests get 503 "starting"."""
+        cfg = self.config.http
+        card = card_for_plan(self.plan, self._model_dir)
+        server = HttpServer(cfg, self.core, card, __version__)
+        try:
+            await server.open()
+        except OSError as err:
+            LOG.error("cannot listen for HTTP on %s:%d: %s", cfg.host, cfg.port, err)
+            if self.wyoming is not None:
+                await self.wyoming.close(0)
+            return False
+        self.http = server
+        return True
+
     async def _shutdown(self) -> None:
         """Stop intake → finish or fail in-flight work → offline → stop worker → disconnect."""
         # No unsubscribe: the broker must keep queueing prompts in our persistent session
@@ -121,6 +143,8 @@ class Service:
         if self.wyoming is not None:
             self.wyoming.stop_listening()
         await self.core.drain(SHUTDOWN_GRACE_S)
+        if self.http is not None:
+            await self.http.close()  # answers in progress have had their final by now
         await self.mqtt.stop(SHUTDOWN_GRACE_S)
         if self.hermes is not None:
             await self.hermes.stop(SHUTDOWN_GRACE_S)
@@ -176,6 +200,7 @@ class Service:
                 "session_reset": f"{self.topics.session}/{{key}}/reset",
             },
             "wyoming_port": self.wyoming.port if self.wyoming is not None else None,
+            "http_port": self.http.port if self.http is not None else None,
             "config": self.config.public_dict(),
         }
 
@@ -191,10 +216,15 @@ class Service:
 
     def publish_telemetry(self) -> None:
         payload = self.telemetry.payload()
+        if self.http is not None:
+            payload["http"] = self.http.stats.to_dict()
         self.bridge.publish(self.topics.telemetry, json.dumps(payload), retain=True)
 
     def _counters(self) -> tuple[int, int]:
-        return self.bridge.connects, self.mqtt.invalid_total
+        invalid = self.mqtt.invalid_total
+        if self.http is not None:
+            invalid += self.http.stats.invalid_total
+        return self.bridge.connects, invalid
 
     def _healthy(self) -> bool:
         return self.bridge.connected and self.core.worker.worker_ready

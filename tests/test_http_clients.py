@@ -57,8 +57,8 @@ def test_ollama_client_list_chat_stream_and_tool_round_trip(
     if pinned:
         assert (OLLAMA_047 / "ollama").is_dir(), "run scripts/setup.sh (installs ollama 0.4.7)"
     out = ollama_round_trip(svc, str(OLLAMA_047) if pinned else None)
-    if pinned:
-        assert out["version"] in ("0.4.7", "?")
+    assert (out["version"] == "0.4.7") is pinned, out
+    assert out["path"].startswith(str(OLLAMA_047)) is pinned
     assert ALIAS in out["models"] and len(out["models"]) == 2
     assert out["whole"]["role"] == "assistant" and out["whole"]["done"] is True
     assert isinstance(out["whole"]["content"], str)

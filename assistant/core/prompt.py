@@ -3,7 +3,8 @@ how to sample. Checks what every front end would otherwise check on its own.
 
 The chat is `messages` as given (a whole conversation, as HTTP APIs send it) or, for a
 `text` request, the system prompt, the session's turns and the new text. A request without
-a system turn gets the configured one. Sampling fields left None take the configured
+a system turn gets the configured one. Tools, tool calls, tool results and an output schema
+are written into the turns by `tool_prompt`. Sampling fields left None take the configured
 temperature or the engine's neutral defaults (`SamplingParams`), so each default is written
 once.
 """
@@ -13,8 +14,9 @@ from __future__ import annotations
 from typing import TypeVar
 
 from assistant.config import EngineConfig
-from assistant.core.request import Request
+from assistant.core.request import Message, Request
 from assistant.core.sessions import Turn
+from assistant.core.tool_prompt import render_messages
 from assistant.engine.request import GenerationRequest, SamplingParams
 from assistant.errors import RequestError
 
@@ -45,16 +47,12 @@ def generation_request(
 def chat(request: Request, default_system: str, history: tuple[Turn, ...] = ()) -> Chat:
     """(role, content) pairs, system first when there is one."""
     system = request.system if request.system is not None else default_system
-    turns: list[tuple[str, str]] = []
-    if request.messages:
-        turns = [(m.role, m.content) for m in request.messages]
-    else:
+    messages = list(request.messages)
+    if not messages:
         for turn in history:
-            turns += [("user", turn.user), ("assistant", turn.assistant)]
-        turns.append(("user", request.text or ""))
-    if system and not any(role == "system" for role, _ in turns):
-        turns.insert(0, ("system", system))
-    return tuple(turns)
+            messages += [Message("user", turn.user), Message("assistant", turn.assistant)]
+        messages.append(Message("user", request.text or ""))
+    return render_messages(messages, request.tools, system, request.output_schema)
 
 
 def sampling(request: Request, engine: EngineConfig) -> SamplingParams:
@@ -92,8 +90,3 @@ def _check(request: Request) -> None:
         raise RequestError("invalid_request", message)
     if request.max_tokens is not None and request.max_tokens < 1:
         raise RequestError("invalid_request", "max_tokens must be at least 1")
-    # Room for what comes next; refused clearly until the prompt renders them.
-    if request.tools:
-        raise RequestError("invalid_request", "tools are not supported yet")
-    if request.output_schema is not None:
-        raise RequestError("invalid_request", "output_schema is not supported yet")

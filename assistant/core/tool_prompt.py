@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from assistant.core.events import ToolCall
 from assistant.core.request import Message, Tool
@@ -79,19 +80,31 @@ def _response_text(content: str, call: ToolCall | None) -> str:
     return f"<tool_response>\n{body}\n</tool_response>"
 
 
+def schema_block(schema: dict[str, Any]) -> str:
+    """The system-prompt section asking for a reply that matches a JSON schema (asked,
+    not enforced: constrained decoding enforces it once the engine has it)."""
+    body = json.dumps(schema, ensure_ascii=False)
+    return f"Answer with JSON only: one value that matches this JSON schema:\n{body}"
+
+
 def render_messages(
-    messages: Sequence[Message], tools: Sequence[Tool], default_system: str
+    messages: Sequence[Message],
+    tools: Sequence[Tool],
+    default_system: str,
+    output_schema: dict[str, Any] | None = None,
 ) -> tuple[tuple[str, str], ...]:
-    """(role, content) turns for a chat template: tools described in the system turn
-    (added with `default_system` when the chat has none), tool calls written into the
-    assistant turns, consecutive tool results merged into one user turn."""
+    """(role, content) turns for a chat template: tools and the output schema described
+    in the system turn (added with `default_system` when the chat has none), tool calls
+    written into the assistant turns, consecutive tool results merged into a user turn."""
     out: list[tuple[str, str]] = []
     body = list(messages)
     system = default_system
     if body and body[0].role == "system":
         system = body.pop(0).content
-    if tools:
-        system = f"{system}\n\n{tools_block(tools)}" if system else tools_block(tools)
+    extra = ([tools_block(tools)] if tools else []) + (
+        [schema_block(output_schema)] if output_schema is not None else []
+    )
+    system = "\n\n".join(part for part in (system, *extra) if part)
     if system:
         out.append(("system", system))
     calls: tuple[ToolCall, ...] = ()  # the last assistant turn's calls, matched by position

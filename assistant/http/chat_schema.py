@@ -7,14 +7,15 @@ import re
 from typing import Any
 
 from assistant.core.events import ToolCall
+from assistant.core.prompt import MAX_TEXT
 from assistant.core.request import Message, Role, Tool
 from assistant.http.body import BodyError, json_object, text
 
-MAX_MESSAGES = 512
-MAX_CONTENT = 256 * 1024  # characters in one message (HA's instructions and entities)
+MAX_MESSAGES = 256  # as the core allows
+MAX_CONTENT = MAX_TEXT  # characters in one message, as the core allows
 MAX_TOOLS = 128
 MAX_CALLS = 32  # tool calls in one assistant message
-MAX_STOPS = 8
+MAX_STOPS = 4  # as the core allows
 # A function name as OpenAI allows it; also keeps names printable in prompts and logs.
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 ROLES: dict[str, Role] = {

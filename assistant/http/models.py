@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+from assistant.plan import Plan
 
 ALIAS = "edge-assistant"
 TAG = "latest"
@@ -73,4 +77,23 @@ def not_found(name: str, card: ModelCard) -> str:
     return (
         f"model {name!r} not found; this server has {' and '.join(card.names)} "
         "and never downloads models"
+    )
+
+
+def card_for_plan(plan: Plan, model_dir: Path) -> ModelCard:
+    """The planned model's card; its time is when the model folder was prepared."""
+    try:
+        stamp = (model_dir / "manifest.json").stat().st_mtime
+    except OSError:
+        stamp = 0.0
+    modified = datetime.fromtimestamp(stamp, UTC).isoformat().replace("+00:00", "Z")
+    spec = plan.model
+    return ModelCard(
+        id=spec.id,
+        family="llama",  # every model `model prepare` builds is Llama-family
+        params=spec.params,
+        precision=spec.precision,
+        size_bytes=round(spec.file_mb * 2**20),
+        context_tokens=plan.context_tokens,
+        modified_at=modified,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from importlib.metadata import version
 from typing import Any
 
 import ollama
@@ -43,7 +44,7 @@ def calls_of(message: Any) -> list[dict[str, Any]]:
 
 def main(host: str) -> None:
     client = ollama.Client(host=host, timeout=60)
-    out: dict[str, Any] = {"version": getattr(ollama, "__version__", "?")}
+    out: dict[str, Any] = {"version": version("ollama"), "path": ollama.__file__}
     out["models"] = [m.model for m in client.list().models]
 
     whole = client.chat(
