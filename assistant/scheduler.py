@@ -98,7 +98,8 @@ class TaskScheduler:
         self._settled.set()
         self._arrivals = itertools.count()
         self._started = False
-        self._stopping = False
+        self._closed = False  # no new flights (shutdown has begun)
+        self._stopping = False  # nothing more is dispatched
         self._since = clock()
         self._requests_total = 0
         self._completed_total = 0
@@ -122,7 +123,7 @@ class TaskScheduler:
         if not MIN_PRIORITY <= flight.priority <= MAX_PRIORITY:
             message = f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}"
             self._refuse(flight, "invalid_request", message)
-        elif self._stopping:
+        elif self._closed:
             self._refuse(flight, "shutting_down", "the service is stopping")
         elif rid in self._live or self.worker.holds(rid):
             self._refuse(flight, "invalid_request", f"request id {rid!r} is already in use")
@@ -160,8 +161,8 @@ class TaskScheduler:
         if flight.id in self._keys:
             self._unqueue(flight)
             flight.finish_cancelled()
-        else:
-            self.worker.stop_generating(flight)
+        elif not self.worker.stop_generating(flight):
+            flight.finish_cancelled()  # the worker did not have it: no final will come
         return True
 
     async def settle(self, timeout_s: float) -> bool:
@@ -170,6 +171,10 @@ class TaskScheduler:
             await asyncio.wait_for(self._settled.wait(), timeout_s)
         return not self._live
 
+    def close(self) -> None:
+        """Refuse new flights (`shutting_down`) while the accepted ones go on."""
+        self._closed = True
+
     def cancel_all(self) -> int:
         return sum(self.cancel_task(flight) for flight in list(self._live.values()))
 
@@ -177,7 +182,7 @@ class TaskScheduler:
         """The one shutdown decision: refuse new flights, fail queued ones with
         `shutting_down`, stop running ones in the worker and fail them too (a cancelled one
         ends cancelled); every flight has its final event when this returns."""
-        self._stopping = True
+        self._closed = self._stopping = True
         for flight in list(self._live.values()):
             if flight.id in self._keys:
                 self._unqueue(flight)

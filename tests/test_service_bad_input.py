@@ -5,7 +5,6 @@ nothing is ever published outside `{base}/` (a subscriber on `#` watches every t
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,7 +46,10 @@ def spy(mosquitto: Broker, svc: ServiceProcess) -> Iterator[Client]:
     c = Client(mosquitto.host, mosquitto.port)
     c.subscribe("#", retained=False)
     yield c
-    time.sleep(0.2)
+    # A sentinel request: what the service published for the test comes before its reply.
+    sentinel = unique("sentinel")
+    c.publish(f"{svc.base}/ask", {"id": sentinel, "text": "ok?", "max_tokens": 1})
+    c.wait_for(final_for(sentinel))
     outside = [m.topic for m in c.messages() if not owned(svc, m)]
     c.close()
     assert not outside, f"published outside {svc.base}/: {outside[:5]}"
@@ -205,8 +207,7 @@ def test_control_characters_and_bidi_overrides(
         0
     ].json()
     assert body["error"]["code"] == "invalid_request"
-    time.sleep(0.2)
-    log = svc.log()
+    log = svc.log()  # the refusal is logged before its reply is published
     for ch in ("\u202e", "\u2066", "\x1b", "\x07", "\x00"):
         assert ch not in log, f"{ch!r} reached the log"
 
@@ -295,7 +296,10 @@ def test_retained_prompts_never_run(
         with running(service, c):
             c.publish(f"{service.base}/ask", {"id": "live", "text": "hi"})
             c.wait_for(final_for("live"))
-            time.sleep(0.3)
+            # Delivered before "live", so decided before it was answered: ignored, for good.
+            log = service.log()
+            assert f"ignoring a retained message on {service.base}/ask\n" in log
+            assert f"ignoring a retained message on {service.base}/ask/porch" in log
             assert not c.messages(final_for("ret-1"))
             assert not c.messages(final_for("ret-2"))
     finally:
@@ -325,8 +329,11 @@ def test_flood_from_one_source_is_rate_limited(
             calm = c.wait_for(final_for("calm"))[0]
             assert "text" in calm.json(), calm.json()
             got = c.wait_for(lambda m: m.topic == f"{service.base}/reply/spam", flood)
-            time.sleep(0.2)
-            assert len(c.messages(f"{service.base}/reply/spam")) == flood  # one each
+            # A sentinel from the same source, refused at once: any second reply to the
+            # flood would come before its own.
+            c.publish(f"{service.base}/ask/spam", {"id": "sentinel", "text": "hi"})
+            c.wait_for(final_for("sentinel"))
+            assert len(c.messages(f"{service.base}/reply/spam")) == flood + 1  # one each
             outcome = Counter(
                 m.json()["error"]["code"] if "error" in m.json() else "ok" for m in got
             )
@@ -337,11 +344,12 @@ def test_flood_from_one_source_is_rate_limited(
             # runs it; retrying an answered id does not.
             busy = next(m.json()["id"] for m in got if "error" in m.json())
             done = next(m.json()["id"] for m in got if "error" not in m.json())
-            c.publish(f"{service.base}/ask/retry", {"id": busy, "text": "again"})
             c.publish(f"{service.base}/ask/retry", {"id": done, "text": "again"})
+            c.publish(f"{service.base}/ask/retry", {"id": busy, "text": "again"})
             retried = c.wait_for(lambda m: m.topic == f"{service.base}/reply/retry")[0].json()
             assert retried["id"] == busy and "text" in retried, retried
-            time.sleep(0.3)
+            # The answered id was dropped on arrival, before the busy one even arrived.
+            assert f"request {done} was already received: not run twice" in service.log()
             assert len(c.messages(f"{service.base}/reply/retry")) == 1
     finally:
         c.close()

@@ -3,6 +3,7 @@ suite's real Mosquitto, a paho client acting as a device."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import psutil
 import pytest
 
 from tests.conftest import Broker
@@ -73,10 +75,13 @@ def client(mosquitto: Broker, svc: ServiceProcess) -> Iterator[Client]:
     yield from listening(mosquitto.host, mosquitto.port, f"{svc.base}/reply/#")
 
 
-def one(client: Client, request_id: str) -> Received:
-    """The single final message of a request (and no second one shortly after)."""
+def one(client: Client, svc: ServiceProcess, request_id: str) -> Received:
+    """The single final message of a request: a second one would be published before the
+    reply of a sentinel request sent after the first arrived."""
     found = client.wait_for(final_for(request_id))
-    time.sleep(0.05)
+    sentinel = unique("sentinel")
+    client.publish(f"{svc.base}/ask", {"id": sentinel, "text": "ok?", "max_tokens": 1})
+    client.wait_for(final_for(sentinel))
     assert len(client.messages(final_for(request_id))) == 1
     return found[0]
 
@@ -111,7 +116,7 @@ def test_json_prompt_echoes_its_id(svc: ServiceProcess, client: Client) -> None:
         f"{svc.base}/ask",
         {"id": "json-1", "text": "hello", "max_tokens": 4, "temperature": 0, "future": [1]},
     )
-    body = one(client, "json-1").json()
+    body = one(client, svc, "json-1").json()
     check_reply(body, "json-1")
     assert body["usage"]["completion_tokens"] <= 4
     assert body["finish_reason"] in ("stop", "length")
@@ -123,12 +128,12 @@ def test_source_topic_replies_per_source_with_the_session(
     client.publish(f"{svc.base}/ask/kitchen", {"id": "src-1", "text": "hi"})
     client.publish(f"{svc.base}/ask/kitchen", "plain from the kitchen")
     client.publish(f"{svc.base}/ask/hall", {"id": "src-2", "text": "hi", "session": "other"})
-    reply = one(client, "src-1")
+    reply = one(client, svc, "src-1")
     assert reply.topic == f"{svc.base}/reply/kitchen"
     assert reply.json()["session"] == "kitchen"
     plain = client.wait_for(lambda m: m.topic == f"{svc.base}/reply/kitchen", 2)
     assert all(m.json()["session"] == "kitchen" for m in plain)
-    other = one(client, "src-2")
+    other = one(client, svc, "src-2")
     assert other.topic == f"{svc.base}/reply/hall"
     assert other.json()["session"] == "other"
 
@@ -143,7 +148,7 @@ def test_mqtt5_response_topic_and_correlation_data(svc: ServiceProcess, client: 
         response_topic=target,
         correlation_data=corr,
     )
-    reply = one(client, "rt-1")
+    reply = one(client, svc, "rt-1")
     assert reply.topic == target
     assert reply.correlation_data == corr
     check_reply(reply.json(), "rt-1")
@@ -157,8 +162,8 @@ def test_reply_to_under_base_and_allowed_prefix(
     client.publish(f"{svc.base}/ask", {"id": "rto-1", "text": "hi", "reply_to": f"{svc.base}/x"})
     client.publish(f"{svc.base}/ask", {"id": "rto-2", "text": "hi", "reply_to": f"{extra}/sat/1"})
     client.subscribe(f"{svc.base}/x", retained=False)
-    assert one(client, "rto-2").topic == f"{extra}/sat/1"
-    assert one(client, "rto-1").topic == f"{svc.base}/x"
+    assert one(client, svc, "rto-2").topic == f"{extra}/sat/1"
+    assert one(client, svc, "rto-1").topic == f"{svc.base}/x"
 
 
 # The tiny random model's words are noise; with temperature 0 these give non-empty text.
@@ -178,7 +183,7 @@ def test_streaming_chunks_add_up_to_the_final_text(
             response_topic=target,
             correlation_data=b"c1",
         )
-        final = one(client, rid)
+        final = one(client, svc, rid)
         if final.json()["text"]:
             break
     assert final.topic == target
@@ -197,7 +202,7 @@ def test_streaming_chunks_add_up_to_the_final_text(
 
 def test_error_reply_shape(svc: ServiceProcess, client: Client) -> None:
     client.publish(f"{svc.base}/ask", {"id": "err-1", "text": "   "})
-    body = one(client, "err-1").json()
+    body = one(client, svc, "err-1").json()
     assert set(body) == {"id", "error"}
     assert body["id"] == "err-1"
     assert set(body["error"]) == {"code", "message"}
@@ -209,7 +214,7 @@ def test_turns_of_one_session_share_history(svc: ServiceProcess, client: Client)
     for n in (1, 2):
         client.publish(f"{svc.base}/ask", {"id": f"hist-{n}", "text": "hello", "session": "h"})
         client.wait_for(final_for(f"hist-{n}"))
-    first, second = (one(client, f"hist-{n}").json()["usage"]["prompt_tokens"] for n in (1, 2))
+    first, second = (one(client, svc, f"hist-{n}").json()["usage"]["prompt_tokens"] for n in (1, 2))
     assert second > first  # the first turn (and its reply) is part of the second prompt
 
 
@@ -259,8 +264,10 @@ def test_discovery_config_and_republish_on_ha_online(
         assert again.json() == config
         c.clear()
         c.publish("homeassistant/status", "offline")
-        time.sleep(0.3)
-        assert not c.messages(svc.discovery_topic)
+        # A sentinel "online": its discovery message comes after any stray one for "offline".
+        c.publish("homeassistant/status", "online")
+        c.wait_for(svc.discovery_topic)
+        assert len(c.messages(svc.discovery_topic)) == 1
     finally:
         c.close()
 
@@ -275,7 +282,7 @@ def c_telemetry(c: Client, svc: ServiceProcess) -> dict[str, Any]:
 def test_last_reply_sensor_state_is_capped(svc: ServiceProcess, client: Client) -> None:
     client.subscribe(f"{svc.base}/last_reply", retained=False)
     client.publish(f"{svc.base}/ask", {"id": "last-1", "text": "hi"})
-    text = one(client, "last-1").json()["text"]
+    text = one(client, svc, "last-1").json()["text"]
     last = client.wait_for(lambda m: m.topic == f"{svc.base}/last_reply" and b"last-1" in m.payload)
     body = last[0].json()
     assert body["id"] == "last-1" and body["text"] == text
@@ -424,9 +431,7 @@ def test_last_will_sets_offline(
             os.kill(service.pid, signal.SIGKILL)
             service.wait(10)
             for pid in workers:  # PR_SET_PDEATHSIG: the worker dies with its parent
-                deadline = time.monotonic() + 5
-                while _alive(pid) and time.monotonic() < deadline:
-                    time.sleep(0.05)
+                _wait_gone(pid, 5.0)
                 assert not _alive(pid)
     finally:
         c.close()
@@ -436,6 +441,12 @@ def test_last_will_sets_offline(
         assert c2.wait_for(f"{service.base}/status")[0].payload == b"offline"  # retained
     finally:
         c2.close()
+
+
+def _wait_gone(pid: int, timeout_s: float) -> None:
+    """Wait (bounded) for a process that is not our child to end."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        psutil.wait_procs([psutil.Process(pid)], timeout=timeout_s)
 
 
 def _alive(pid: int) -> bool:

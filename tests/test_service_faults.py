@@ -9,14 +9,22 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import Broker, free_port, start_mosquitto
-from tests.mqtt_helpers import Client, ServiceProcess, final_for, finals, running, unique
+from tests.mqtt_helpers import (
+    Client,
+    Received,
+    ServiceProcess,
+    final_for,
+    finals,
+    running,
+    unique,
+)
 from tests.tcp_proxy import TcpProxy
 
 
@@ -25,20 +33,44 @@ def final_counts(client: Client, base: str) -> Counter[str]:
 
 
 def wait_all_answered(
-    client: Client, base: str, wanted: list[str], timeout: float = 60.0
+    client: Client, base: str, wanted: list[str], timeout: float = 60.0, *, sentinel: bool = True
 ) -> Counter[str]:
-    """Until every id in `wanted` has a final (then a short pause to catch duplicates)."""
-    deadline = time.monotonic() + timeout
-    want = set(wanted)
-    while time.monotonic() < deadline:
-        if want <= set(final_counts(client, base)):
-            break
-        time.sleep(0.1)
-    time.sleep(0.5)
+    """Until every id in `wanted` has a final; then, with `sentinel`, until the final of a
+    request sent after them, which a duplicate of theirs would precede."""
+    missing = set(wanted)
+    seen = 0
+
+    def answered(messages: list[Received]) -> bool:
+        nonlocal seen  # each message is looked at once
+        for m in messages[seen:]:
+            if m.topic.startswith(f"{base}/reply") and not m.topic.endswith("/stream"):
+                body = m.json()
+                missing.discard(str(body.get("id")) if isinstance(body, dict) else "")
+        seen = len(messages)
+        return not missing
+
+    client.wait_until(answered, timeout)
+    if sentinel:
+        marker = unique("sentinel")
+        client.publish(f"{base}/ask", {"id": marker, "text": "ok?", "max_tokens": 1})
+        client.wait_for(final_for(marker), timeout=timeout)
     counts = final_counts(client, base)
-    missing = want - set(counts)
-    assert not missing, f"{len(missing)} of {len(want)} never answered, e.g. {sorted(missing)[:5]}"
+    counts.pop(marker if sentinel else "", None)
+    missing = set(wanted) - set(counts)
+    assert not missing, (
+        f"{len(missing)} of {len(wanted)} never answered, e.g. {sorted(missing)[:5]}"
+    )
     return counts
+
+
+def telemetry_of(base: str, instance: str, after: float) -> Callable[[Received], bool]:
+    """Telemetry of one instance received after `after` (published after its replies)."""
+
+    def test(m: Received) -> bool:
+        mine = m.topic == f"{base}/telemetry" and m.json().get("instance") == instance
+        return mine and m.at > after
+
+    return test
 
 
 def outcomes(client: Client, base: str) -> Counter[str]:
@@ -79,6 +111,7 @@ def test_resets_lose_nothing_and_run_nothing_twice(
                     time.sleep(0.05)
                 assert proxy.reset() >= 1
             counts = wait_all_answered(c, service.base, sent)
+            answered = time.monotonic()
             # A reply in flight when the link died is sent again after the reconnect (QoS 1
             # is at-least-once): the copies are byte-identical, the request ran once.
             for rid, n in counts.items():
@@ -90,9 +123,11 @@ def test_resets_lose_nothing_and_run_nothing_twice(
             ok = outcomes(c, service.base)
             assert set(ok) <= {"stop", "length"}, ok  # every one ran, none failed
             # The worker really ran each prompt once: requests_total counts submissions.
-            telemetry = c.wait_for(f"{service.base}/telemetry", timeout=5)[-1].json()
-            assert telemetry["requests_total"] == total, telemetry["requests_total"]
-            assert telemetry["mqtt_connects"] >= 2
+            # (Telemetry published after the last reply, the sentinel's, counts it too.)
+            telemetry = c.wait_for(telemetry_of(service.base, service.client_id, answered))
+            requests_total = telemetry[0].json()["requests_total"]
+            assert requests_total == total + 1, requests_total
+            assert telemetry[0].json()["mqtt_connects"] >= 2
     finally:
         c.close()
 
@@ -238,13 +273,15 @@ def test_shared_group_balances_two_instances(
             for rid in sent:
                 c.publish(f"{base}/ask", {"id": rid, "text": "hi"}, wait=False)
                 time.sleep(0.003)
-            counts = wait_all_answered(c, base, sent)
-            assert set(counts.values()) == {1}
-            time.sleep(1.5)  # one more telemetry round from each instance
+            # A shared sentinel reaches one instance only: each instance's next telemetry,
+            # published after its replies, is the marker instead.
+            wait_all_answered(c, base, sent, sentinel=False)
+            answered = time.monotonic()
             latest: dict[str, int] = {}
-            for m in c.messages(f"{base}/telemetry"):
-                body = m.json()
-                latest[body["instance"]] = body["requests_total"]
+            for instance in (one.client_id, two.client_id):
+                body = c.wait_for(telemetry_of(base, instance, answered))[0].json()
+                latest[instance] = body["requests_total"]
+            assert set(final_counts(c, base).values()) == {1}
             assert set(latest) == {one.client_id, two.client_id}
             assert sum(latest.values()) == len(sent), latest
             assert min(latest.values()) > 0, latest  # both instances took prompts
@@ -277,7 +314,8 @@ def test_sigterm_with_requests_in_flight(
                 c.publish(f"{service.base}/ask", {"id": rid, "text": "hi"}, wait=False)
             assert service.wait(30) == 0
             c.wait_for(lambda m: m.topic == f"{service.base}/status" and m.payload == b"offline")
-        counts = wait_all_answered(c, service.base, sent, timeout=5)
+        # The service published "offline" after every reply: nothing more can come.
+        counts = wait_all_answered(c, service.base, sent, timeout=5, sentinel=False)
         assert set(counts.values()) == {1}
         ok = outcomes(c, service.base)
         assert ok["shutting_down"] >= 1, ok  # some were still queued

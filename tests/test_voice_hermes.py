@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -87,8 +86,15 @@ def test_text_without_a_dialogue_session_is_spoken_on_tts_say(
     say = rhasspy.wait_for(say_for(site))[0].json()
     assert set(say) == {"text", "siteId", "sessionId", "id"}
     assert say["text"].strip() and say["sessionId"] is None and say["id"]
-    time.sleep(0.3)
-    assert not rhasspy.messages(END_SESSION)  # no dialogue session: nothing to end
+    # A sentinel with a dialogue session: a stray endSession for the first text would have
+    # been published right after its tts/say, before the sentinel's.
+    sentinel = unique("dm")
+    rhasspy.publish(TEXT_CAPTURED, text_captured("and now?", site, sentinel))
+    said = rhasspy.wait_for(lambda m: m.topic == SAY and m.json()["sessionId"] == sentinel)
+    rhasspy.publish(SAY_FINISHED, {"id": said[0].json()["id"], "siteId": site})
+    rhasspy.wait_for(end_for(sentinel), timeout=5)
+    ended = [m.json()["sessionId"] for m in rhasspy.messages(END_SESSION)]
+    assert ended == [sentinel]  # no dialogue session: nothing to end
 
 
 def test_a_dialogue_session_ends_after_the_speech_finished(
@@ -100,7 +106,10 @@ def test_a_dialogue_session_ends_after_the_speech_finished(
     rhasspy.publish(TEXT_CAPTURED, captured)
     say = rhasspy.wait_for(say_for(site))[0].json()
     assert say["sessionId"] == session and say["lang"] == "en"
-    time.sleep(0.5)
+    # A sentinel round trip: an endSession sent without waiting would precede its tts/say.
+    other = unique("site")
+    rhasspy.publish(TEXT_CAPTURED, text_captured("and the hall?", other))
+    rhasspy.wait_for(say_for(other))
     assert not rhasspy.messages(end_for(session))  # still speaking: the session stays
     rhasspy.publish(SAY_FINISHED, {"id": say["id"], "siteId": site, "sessionId": session})
     end = rhasspy.wait_for(end_for(session), timeout=5)[0].json()
@@ -138,8 +147,7 @@ def test_the_site_is_the_session_key(svc: ServiceProcess, rhasspy: Client) -> No
 
     fresh = prompt_tokens()  # (and reset again)
     rhasspy.publish(TEXT_CAPTURED, text_captured("what is the weather", site))
-    rhasspy.wait_for(say_for(site))
-    time.sleep(0.1)  # the turn is stored before tts/say is published; be generous anyway
+    rhasspy.wait_for(say_for(site))  # the turn is stored before tts/say is published
     assert prompt_tokens() > fresh
 
 

@@ -11,7 +11,6 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
 from assistant.config import Config
 from assistant.core.flight import Flight
@@ -26,7 +25,6 @@ from assistant.worker.protocol import Hello
 from assistant.worker.supervisor import Supervisor
 
 LOG = logging.getLogger(__name__)
-State = Literal["starting", "running", "stopping"]
 
 
 class Core:
@@ -46,7 +44,7 @@ class Core:
         self.worker = worker
         self.scheduler = TaskScheduler(worker, config.scheduler, max_batch, clock)
         self.sessions = SessionStore(config.sessions, context_tokens * CHARS_PER_TOKEN, clock)
-        self.state: State = "starting"
+        self.started = False
         self._model_id = model_id
         self._clock = clock
 
@@ -71,7 +69,7 @@ class Core:
         hello = await self.worker.start()
         self._model_id = hello.model_id
         await self.scheduler.start()
-        self.state = "running"
+        self.started = True
         return hello
 
     def submit(self, request: Request) -> Flight:
@@ -84,9 +82,7 @@ class Core:
             timeout_s=request.timeout_s,
             clock=self._clock,
         )
-        if self.state != "running":
-            if self.state == "stopping":
-                return self.scheduler.refuse(flight, "shutting_down", "the service is stopping")
+        if not self.started:  # shutting_down is the scheduler's to decide
             return self.scheduler.refuse(flight, "busy", "the service is starting")
         try:
             history = self.sessions.history(request.session) if request.text else ()
@@ -112,7 +108,7 @@ class Core:
     async def drain(self, grace_s: float) -> None:
         """Stop intake, let running requests finish for up to `grace_s`, then end the rest
         (`shutting_down`). The worker keeps running: `close` stops it."""
-        self.state = "stopping"
+        self.scheduler.close()
         await self.scheduler.settle(grace_s)
         await self.scheduler.stop()
 

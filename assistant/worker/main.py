@@ -139,21 +139,26 @@ def _loop(sock: socket.socket, batch: Batch, spec: StartSpec) -> int:
             else:
                 _add(sock, batch, spec, frame.request)
             timeout = 0.0
-        if not batch.busy:
-            continue
-        try:
-            events = batch.step()
-        except MemoryError:
-            return _out_of_memory(sock, batch, "MemoryError")
-        except Exception as err:  # onnxruntime's Fail/RuntimeException are plain Exceptions
-            if any(marker in str(err) for marker in ALLOCATION_ERRORS):
-                return _out_of_memory(sock, batch, str(err)[:200])
-            raise  # anything else: main() reports it and exits; the parent retries once
-        for event in events:
-            if isinstance(event, Delta):
-                _send(sock, DeltaFrame.from_event(event))
-            elif event.result is not None:
-                _send(sock, ResultFrame(event.result))
+        if batch.busy and (code := _step(sock, batch)) is not None:
+            return code
+
+
+def _step(sock: socket.socket, batch: Batch) -> int | None:
+    """One batch step, its events sent; an exit code when the worker must stop."""
+    try:
+        events = batch.step()
+    except MemoryError:
+        return _out_of_memory(sock, batch, "MemoryError")
+    except Exception as err:  # onnxruntime's Fail/RuntimeException are plain Exceptions
+        if any(marker in str(err) for marker in ALLOCATION_ERRORS):
+            return _out_of_memory(sock, batch, str(err)[:200])
+        raise  # anything else: main() reports it and exits; the parent retries once
+    for event in events:
+        if isinstance(event, Delta):
+            _send(sock, DeltaFrame.from_event(event))
+        elif event.result is not None:
+            _send(sock, ResultFrame(event.result))
+    return None
 
 
 def _add(sock: socket.socket, batch: Batch, spec: StartSpec, request: GenerationRequest) -> None:

@@ -108,16 +108,16 @@ class Supervisor:
         else:
             self._send_flight(flight)
 
-    def stop_generating(self, flight: Flight) -> None:
-        """Tell the worker to stop a flight within a token; its final follows from there
-        (a flight not yet sent is let go here, with its own cancelled result)."""
+    def stop_generating(self, flight: Flight) -> bool:
+        """Tell the worker to stop a flight within a token. True when the worker's final
+        follows; False when the worker does not have it (not sent yet: let go here), and
+        the caller gives the final."""
         if flight.id not in self._flights:
-            return
+            return False
         if flight.sent:
-            self._write(CancelFrame(flight.id))
-        else:
-            flight.finish_cancelled()
-            self._drop(flight)
+            return self._write(CancelFrame(flight.id))
+        self._drop(flight)
+        return False
 
     async def idle(self, timeout_s: float) -> bool:
         """Wait until the worker holds nothing (at most `timeout_s`); whether it does."""
