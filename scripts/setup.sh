@@ -36,6 +36,7 @@ fi
 missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto mosquitto-clients)
 command -v apparmor_parser >/dev/null 2>&1 || [ -x /sbin/apparmor_parser ] || missing+=(apparmor)
+command -v curl >/dev/null 2>&1 || missing+=(curl)  # docs/http.md examples (tests/test_http_docs.py)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]} with apt-get"
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
