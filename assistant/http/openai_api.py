@@ -51,6 +51,13 @@ def _calls(rid: str, reply: Reply, *, indexed: bool) -> list[dict[str, Any]]:
     return calls
 
 
+def _timings(reply: Reply) -> dict[str, float]:
+    """Not in OpenAI's schema (clients ignore it; llama.cpp's server adds one too): the
+    engine's own times, from the core accepting the request."""
+    t = reply.timing
+    return {"queued_ms": t.queued_ms, "first_token_ms": t.first_token_ms, "total_ms": t.total_ms}
+
+
 def _usage(reply: Reply) -> dict[str, int]:
     prompt, completion = reply.usage.prompt_tokens, reply.usage.completion_tokens
     return {
@@ -97,7 +104,9 @@ class OpenAiApi:
         finally:
             exchange.close()
 
-    def _chunk(self, call: Completion, delta: dict[str, Any], finish: str | None) -> bytes:
+    def _chunk(
+        self, call: Completion, delta: dict[str, Any], finish: str | None, **extra: Any
+    ) -> bytes:
         return sse(
             {
                 "id": call.request.id,
@@ -105,6 +114,7 @@ class OpenAiApi:
                 "created": int(time.time()),
                 "model": call.model,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                **extra,
             }
         )
 
@@ -129,7 +139,7 @@ class OpenAiApi:
         if reply.tool_calls:
             calls = _calls(call.request.id, reply, indexed=True)
             await response.write(self._chunk(call, {"tool_calls": calls}, None))
-        await response.write(self._chunk(call, {}, _finish(reply)))
+        await response.write(self._chunk(call, {}, _finish(reply), timings=_timings(reply)))
         if call.include_usage:
             usage = {
                 "id": call.request.id,
@@ -165,5 +175,6 @@ class OpenAiApi:
                 "model": call.model,
                 "choices": [{"index": 0, "message": message, "finish_reason": _finish(reply)}],
                 "usage": _usage(reply),
+                "timings": _timings(reply),
             }
         )
