@@ -7,8 +7,8 @@
 #       --build-arg BUILD_ARCH=aarch64 --build-arg BUILD_VERSION=0.1.0 .
 ARG BUILD_FROM=ghcr.io/home-assistant/base-debian:trixie
 
-# --- build: the venv and the default INT8 model, with everything only building needs --
-FROM ${BUILD_FROM} AS build
+# --- python: the interpreter and venv module both build stages use ------------------
+FROM ${BUILD_FROM} AS python
 # Unpinned apt packages (DL3008): the base image's Debian release fixes the versions, and
 # pinning exact ones breaks the build at every Debian security update.
 # hadolint ignore=DL3008
@@ -19,7 +19,19 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY assistant ./assistant
 COPY scripts/build-image-venv.sh ./scripts/
-RUN bash scripts/build-image-venv.sh /opt/venv /opt/models
+
+# --- prepare: the default INT8 model, made with the converter (gguf, onnx), which the
+# add-on itself does not ship
+FROM python AS prepare
+# Empty: prepare the model here. A folder of already prepared models (mounted into the
+# build) is copied instead: the prepared model is architecture-independent, and the
+# arm64 smoke test under emulation (scripts/image-test.sh) reuses the amd64 build's.
+ARG PREPARED_MODELS=""
+RUN bash scripts/build-image-venv.sh - /opt/models
+
+# --- venv: the runtime venv, without the converter and without pip -----------------
+FROM python AS venv
+RUN bash scripts/build-image-venv.sh /opt/venv -
 
 # --- the add-on: the interpreter, the venv, the models and the s6 services, no more ---
 FROM ${BUILD_FROM}
@@ -30,8 +42,8 @@ ARG BUILD_VERSION=0.1.0
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 \
     && rm -rf /var/lib/apt/lists/*
-COPY --from=build /opt/venv /opt/venv
-COPY --from=build /opt/models /opt/models
+COPY --from=venv /opt/venv /opt/venv
+COPY --from=prepare /opt/models /opt/models
 COPY rootfs /
 
 # ONNX Runtime reads this at import: no usage telemetry from a local assistant.

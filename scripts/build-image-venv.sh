@@ -1,44 +1,125 @@
 #!/usr/bin/env bash
-# Build what the add-on image ships: a virtual environment with Edge Assistant installed
-# (not editable) and the default model prepared as INT8, so the add-on answers on its
-# first start with no conversion on the device. The Dockerfile's build stage runs this;
-# CI runs it too, into a temporary folder (tests/test_addon.py, marked slow).
+# Build what the add-on image ships: a runtime virtual environment with Edge Assistant
+# installed (not editable) and the default model prepared as INT8, so the add-on answers
+# on its first start with no conversion on the device. The Dockerfile runs the two halves
+# in separate build stages; tests/test_addon.py (slow) runs both into a temporary folder.
 #
-#   scripts/build-image-venv.sh VENV_DIR MODELS_DIR
+#   scripts/build-image-venv.sh VENV_DIR MODELS_DIR     (either may be "-": skipped)
 #
-# Environment: PYTHON (default python3). The model source download is cached in
-# ~/.cache/edge-assistant/downloads (or $EDGE_ASSISTANT_CACHE) and is not part of either
-# output folder.
+# - MODELS_DIR: the model is prepared by a throw-away venv that has the converter
+#   (the package's `prepare` extra: gguf, onnx, onnx-ir and what they pull in).
+# - VENV_DIR: the runtime venv, without the converter and without pip, and without the
+#   distributions that only one cut dependency edge needs (RUNTIME_CUTS below), and
+#   without the dependencies' own test suites.
+#
+# Environment: PYTHON (default python3); PREPARED_MODELS: a folder of prepared models
+# to copy instead of preparing (they are architecture-independent). The model source download is cached in
+# ~/.cache/edge-assistant/downloads (or $EDGE_ASSISTANT_CACHE), in neither output folder.
 set -euo pipefail
 
 if [ "$#" -ne 2 ]; then
-    echo "usage: $0 VENV_DIR MODELS_DIR" >&2
+    echo "usage: $0 VENV_DIR|- MODELS_DIR|-" >&2
     exit 2
 fi
 VENV_DIR=$1
 MODELS_DIR=$2
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=${PYTHON:-python3}
-
-echo "build-image-venv: creating ${VENV_DIR}"
-"$PYTHON" -m venv "$VENV_DIR"
-# No pip cache in the output; wheels only for the dependencies (no compilers needed).
+# No pip cache in the outputs; wheels only (no compilers needed, none are installed).
 export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-"$VENV_DIR/bin/python" -m pip install --quiet --upgrade pip
-echo "build-image-venv: installing edge-assistant from ${REPO}"
-# The `prepare` extra: this script prepares the default model, and the add-on's run script
-# prepares GGUFs dropped in /share.
-"$VENV_DIR/bin/python" -m pip install --quiet --prefer-binary "$REPO[prepare]"
-"$VENV_DIR/bin/edge-assistant" --version
+TOOLS=$(mktemp -d)
+trap 'rm -rf "${TOOLS}"' EXIT
 
-echo "build-image-venv: preparing the default model into ${MODELS_DIR}"
-mkdir -p "$MODELS_DIR"
-# No ./config.yaml is read: run from a folder that has none.
-(cd / && EDGE_ASSISTANT_MODELS="$MODELS_DIR" ORT_DISABLE_TELEMETRY=1 \
-    "$VENV_DIR/bin/edge-assistant" model prepare --precision int8)
-(cd / && EDGE_ASSISTANT_MODELS="$MODELS_DIR" "$VENV_DIR/bin/edge-assistant" model list)
+# "requirer>dependency" edges left out of the runtime venv, with what they are for:
+# tokenizers needs huggingface-hub only for Tokenizer.from_pretrained (downloads from the
+# Hub); the add-on reads tokenizer.json from the model folder and never goes online.
+RUNTIME_CUTS="tokenizers>huggingface-hub"
 
-# The worker drops to nobody: every file it reads must be world-readable (onnx writes
-# external data 0600), and nothing needs to be writable by anyone else.
-chmod -R a+rX,go-w "$VENV_DIR" "$MODELS_DIR"
+prepare_models() {
+    if [ -n "${PREPARED_MODELS:-}" ]; then
+        echo "build-image-venv: copying the prepared models of ${PREPARED_MODELS}"
+        ls "${PREPARED_MODELS}"/*/manifest.json >/dev/null
+        mkdir -p "$MODELS_DIR"
+        cp -R "${PREPARED_MODELS}"/. "$MODELS_DIR"/
+        chmod -R a+rX,go-w "$MODELS_DIR"
+        return
+    fi
+    echo "build-image-venv: preparing the default model into ${MODELS_DIR}"
+    "$PYTHON" -m venv "${TOOLS}/prepare"
+    "${TOOLS}/prepare/bin/python" -m pip install --quiet --upgrade pip
+    # Until the package has a `prepare` extra, pip warns and installs the plain package,
+    # which then still carries the converter as a hard dependency.
+    "${TOOLS}/prepare/bin/python" -m pip install --quiet --prefer-binary "${REPO}[prepare]"
+    mkdir -p "$MODELS_DIR"
+    # No ./config.yaml is read: run from a folder that has none.
+    (cd / && EDGE_ASSISTANT_MODELS="$MODELS_DIR" ORT_DISABLE_TELEMETRY=1 \
+        "${TOOLS}/prepare/bin/edge-assistant" model prepare --precision int8)
+    (cd / && EDGE_ASSISTANT_MODELS="$MODELS_DIR" "${TOOLS}/prepare/bin/edge-assistant" model list)
+    # The worker drops to nobody: every file it reads must be world-readable (onnx writes
+    # external data 0600), and nothing needs to be writable by anyone else.
+    chmod -R a+rX,go-w "$MODELS_DIR"
+}
+
+# The distributions of VENV that edge-assistant does not need once RUNTIME_CUTS are cut.
+unneeded_distributions() {
+    RUNTIME_CUTS="${RUNTIME_CUTS}" "$1/bin/python" - <<'PY'
+import os
+import re
+from importlib.metadata import distributions
+
+
+def norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+cuts = {tuple(map(norm, edge.split(">"))) for edge in os.environ["RUNTIME_CUTS"].split()}
+requires = {}
+for dist in distributions():
+    needs = set()
+    for req in dist.requires or []:
+        if "extra ==" in req:
+            continue  # optional extras are never installed here
+        needs.add(norm(re.match(r"[A-Za-z0-9._-]+", req).group(0)))
+    requires[norm(dist.metadata["Name"])] = needs
+keep, todo = set(), ["edge-assistant"]
+while todo:
+    name = todo.pop()
+    if name in keep or name not in requires:
+        continue
+    keep.add(name)
+    todo.extend(dep for dep in requires[name] if (name, dep) not in cuts)
+print(" ".join(sorted(set(requires) - keep)))
+PY
+}
+
+build_runtime_venv() {
+    echo "build-image-venv: creating the runtime venv ${VENV_DIR} (no pip, no converter)"
+    # pip runs from a throw-away venv (--python): the runtime venv carries no pip.
+    "$PYTHON" -m venv "${TOOLS}/pip"
+    "${TOOLS}/pip/bin/python" -m pip install --quiet --upgrade pip
+    "$PYTHON" -m venv --without-pip "$VENV_DIR"
+    local pip=("${TOOLS}/pip/bin/python" -m pip --python "${VENV_DIR}/bin/python")
+    "${pip[@]}" install --quiet --prefer-binary "$REPO"
+    local unneeded
+    unneeded=$(unneeded_distributions "$VENV_DIR")
+    if [ -n "${unneeded}" ]; then
+        echo "build-image-venv: removing what only a cut edge needs: ${unneeded}"
+        # shellcheck disable=SC2086  # a list of distribution names
+        "${pip[@]}" uninstall --quiet --yes ${unneeded}
+    fi
+    # The dependencies' own test suites (numpy's alone is ~14 MB): never imported.
+    find "$VENV_DIR"/lib/python3*/site-packages -mindepth 2 -type d -name tests -prune \
+        -exec rm -rf {} +
+    # Everything the service and the worker import at start must still be there.
+    "$VENV_DIR/bin/python" -c 'import assistant.serve, assistant.worker.main, tokenizers'
+    "$VENV_DIR/bin/edge-assistant" --version
+    chmod -R a+rX,go-w "$VENV_DIR"
+}
+
+if [ "$MODELS_DIR" != "-" ]; then
+    prepare_models
+fi
+if [ "$VENV_DIR" != "-" ]; then
+    build_runtime_venv
+fi
 echo "build-image-venv: done"

@@ -31,12 +31,15 @@ if [ ! -f .venv/ollama-0.4.7/ollama/__init__.py ]; then
     .venv/bin/python -m pip install --quiet --target .venv/ollama-0.4.7 "ollama==0.4.7"
 fi
 
-# Debian packages the tests use: the broker they start, and AppArmor's parser, which
-# compiles the add-on's profile in tests/test_addon.py.
+# Debian packages the tests use: the broker they start, AppArmor's parser, which
+# compiles the add-on's profile in tests/test_addon.py, and curl and jq (below).
 missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto mosquitto-clients)
 command -v apparmor_parser >/dev/null 2>&1 || [ -x /sbin/apparmor_parser ] || missing+=(apparmor)
-command -v curl >/dev/null 2>&1 || missing+=(curl)  # docs/http.md examples (tests/test_http_docs.py)
+# curl: docs/http.md examples (tests/test_http_docs.py) and, with jq, the stand-in bashio
+# that runs the s6 `run` script in tests/test_addon.py.
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v jq >/dev/null 2>&1 || missing+=(jq)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]} with apt-get"
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

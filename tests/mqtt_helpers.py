@@ -67,6 +67,8 @@ class Client:
         client_id: str | None = None,
         protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
         clean: bool = True,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.v5 = protocol == MQTTProtocolVersion.MQTTv5
         self.client = mqtt.Client(
@@ -84,6 +86,8 @@ class Client:
         self.client.on_connect = lambda *_a: self._connected.set()
         self.client.on_subscribe = self._on_subscribe
         self.client.on_socket_open = _no_delay
+        if username is not None:
+            self.client.username_pw_set(username, password)
         self.client.connect(
             host,
             port,

@@ -4,9 +4,10 @@ health check, Dockerfile and AppArmor profile.
 Docker and the Supervisor cannot run here, so everything around them is checked: the
 manifest against the Supervisor's rules (known keys, the schema grammar and how it
 validates values, the security rating), and the shell scripts by running them. The
-Supervisor's API is the one test double: a stub of the few bashio functions `run` uses
-(the service's own Supervisor client is tested against an HTTP double in
-tests/test_supervisor_api.py).
+Supervisor's API is the one test double (tests/supervisor_double.py): `run` goes through
+the image test's stand-in bashio, which asks that API for the options as the real bashio
+does (the service's own Supervisor client is tested against an HTTP double in
+tests/test_supervisor_api.py). scripts/image-test.sh builds and runs the image itself.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import yaml
 
 from assistant.config import WyomingConfig, load_config, parse_config
 from assistant.supervisor_api import is_manual_broker
+from tests.supervisor_double import SupervisorDouble, serving
 
 ROOT = Path(__file__).resolve().parents[1]
 ADDON = ROOT / "addon"
@@ -520,32 +522,12 @@ def test_finish_halts_and_records_the_exit_code() -> None:
     assert "exec /run/s6/basedir/bin/halt" in text
 
 
-BASHIO_STUB = r"""
-# Stand-in for the few bashio functions `run` calls (bashio reads the options with jq).
-bashio::config() { "$STUB_PYTHON" "$STUB_JSON_GET" "$EDGE_ASSISTANT_OPTIONS" "$1" "${2:-null}"; }
-bashio::config.has_value() {
-    [[ -n "$("$STUB_PYTHON" "$STUB_JSON_GET" "$EDGE_ASSISTANT_OPTIONS" "$1" "")" ]]
-}
-bashio::log.info() { echo "INFO: $*" >&2; }
-bashio::log.warning() { echo "WARNING: $*" >&2; }
-bashio::log.error() { echo "ERROR: $*" >&2; }
-bashio::exit.nok() { echo "FATAL: $*" >&2; exit 1; }
-"""
-
-# bashio's jq lookups: a dotted key in a JSON file, printed as bashio prints it.
-JSON_GET = """
-import json, sys
-path, key, default = sys.argv[1:]
-node = json.load(open(path))
-for part in key.split("."):
-    node = node.get(part) if isinstance(node, dict) else None
-if node is None or node == "":
-    print(default, end="")
-elif isinstance(node, bool):
-    print("true" if node else "false", end="")
-else:
-    print(node, end="")
-"""
+# The stand-in bashio of the image test (tests/image/base/): the real library's behaviour
+# for the functions `run` calls. bashio::config asks the Supervisor API
+# (GET $SUPERVISOR_API/addons/self/options/config), not /data/options.json; the API is
+# the test double tests/supervisor_double.py.
+BASHIO = ROOT / "tests" / "image" / "base" / "bashio"
+SUPERVISOR_TOKEN = "supervisor-secret"
 
 FAKE_SERVICE = """#!{python}
 import json, os, sys
@@ -556,14 +538,18 @@ with open(os.environ["FAKE_CALLS"], "a") as out:
 
 @dataclass
 class AddonSandbox:
-    """The add-on's folders in a temporary directory, and a fake service binary."""
+    """The add-on's folders in a temporary directory, a fake service binary and the
+    Supervisor API double that bashio asks for the options."""
 
     root: Path
+    supervisor: SupervisorDouble
 
     @property
     def env(self) -> dict[str, str]:
         return {
             "PATH": os.environ["PATH"],
+            "SUPERVISOR_TOKEN": SUPERVISOR_TOKEN,
+            "SUPERVISOR_API": self.supervisor.url,
             "EDGE_ASSISTANT_OPTIONS": str(self.root / "data" / "options.json"),
             "EDGE_ASSISTANT_MODELS_DIR": str(self.root / "data" / "models"),
             "EDGE_ASSISTANT_BUILTIN_MODELS": str(self.root / "opt" / "models"),
@@ -571,20 +557,17 @@ class AddonSandbox:
             "EDGE_ASSISTANT_HEALTH_DIR": str(self.root / "run" / "edge-assistant"),
             "EDGE_ASSISTANT_BIN": str(self.root / "bin" / "edge-assistant"),
             "FAKE_CALLS": str(self.root / "calls.jsonl"),
-            "STUB_PYTHON": sys.executable,
-            "STUB_JSON_GET": str(self.root / "json_get.py"),
         }
 
     def run(
         self, options: Mapping[str, Any], extra_env: Mapping[str, str] | None = None
     ) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
-        (self.root / "data" / "options.json").write_text(json.dumps(options))
-        env = {**self.env, **(extra_env or {})}
-        stub = self.root / "bashio.sh"
-        stub.write_text(BASHIO_STUB)
+        """Run `run` as s6 would: `bashio run` (errexit, nounset, pipefail)."""
+        # The Supervisor keeps the options and writes options.json (read by the service).
+        self.supervisor.write_options(options, self.root / "data")
         done = subprocess.run(
-            ["bash", "-c", 'source "$0"; source "$1"', str(stub), str(RUN)],
-            env=env,
+            ["bash", str(BASHIO), str(RUN)],
+            env={**self.env, **(extra_env or {})},
             capture_output=True,
             text=True,
             timeout=60,
@@ -597,7 +580,10 @@ class AddonSandbox:
 
 
 @pytest.fixture
-def addon(tmp_path: Path) -> AddonSandbox:
+def addon(tmp_path: Path) -> Iterator[AddonSandbox]:
+    for tool in ("curl", "jq"):  # what bashio uses (Debian packages; setup installs them)
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is missing: run scripts/setup.sh (apt-get install {tool})")
     for folder in ("data", "opt/models/builtin-int8", "share/edge_assistant/models", "bin", "run"):
         (tmp_path / folder).mkdir(parents=True)
     (tmp_path / "opt/models/builtin-int8/manifest.json").write_text("{}")
@@ -605,14 +591,14 @@ def addon(tmp_path: Path) -> AddonSandbox:
     fake.write_text(FAKE_SERVICE.format(python=sys.executable))
     fake.chmod(0o755)
     (tmp_path / "calls.jsonl").write_text("")
-    (tmp_path / "json_get.py").write_text(JSON_GET)
-    return AddonSandbox(tmp_path)
+    with serving(SupervisorDouble(token=SUPERVISOR_TOKEN)) as supervisor:
+        yield AddonSandbox(tmp_path, supervisor)
 
 
 # What the container's environment holds: the Supervisor's token, and broker variables a
 # stale image or a user might have set, which the service would take for a manual broker.
 CONTAINER_ENV = {
-    "SUPERVISOR_TOKEN": "supervisor-secret",
+    "SUPERVISOR_TOKEN": SUPERVISOR_TOKEN,
     "EDGE_ASSISTANT_MQTT_HOST": "stale-host",
     "EDGE_ASSISTANT_MQTT_PASSWORD": "stale-secret",
 }
@@ -687,6 +673,34 @@ def test_run_prepares_dropped_gguf_files_once_and_keeps_user_models(
     assert [call["argv"][0] for call in calls] == ["serve"]
 
 
+def test_run_takes_the_options_from_the_supervisor_api(addon: AddonSandbox) -> None:
+    (addon.root / "share" / "edge_assistant" / "models" / "Tiny.Q8_0.gguf").write_bytes(b"GGUF")
+    options = copy.deepcopy(manifest()["options"])
+    options["model"]["precision"] = "fp32"
+    done, calls = addon.run(options)
+    assert done.returncode == 0, done.stderr
+    prepare, _serve = calls
+    assert prepare["argv"][4:6] == ["--precision", "fp32"]
+    assert (
+        "/addons/self/options/config",
+        f"Bearer {SUPERVISOR_TOKEN}",
+    ) in addon.supervisor.requests
+
+
+def test_without_the_supervisor_api_options_fall_back_to_their_defaults(
+    addon: AddonSandbox,
+) -> None:
+    # Real bashio's failure mode: an error in the log, and every option its default.
+    (addon.root / "share" / "edge_assistant" / "models" / "Tiny.Q8_0.gguf").write_bytes(b"GGUF")
+    options = copy.deepcopy(manifest()["options"])
+    options["model"]["precision"] = "fp32"
+    done, calls = addon.run(options, {"SUPERVISOR_TOKEN": "wrong"})
+    assert done.returncode == 0, done.stderr
+    prepare, _serve = calls
+    assert prepare["argv"][4:6] == ["--precision", "int8"]  # options.json says fp32
+    assert "ERROR: Failed to get addon config from Supervisor API" in done.stdout
+
+
 # --- the health check ---------------------------------------------------------------
 
 
@@ -722,12 +736,16 @@ def test_dockerfile() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert "ARG BUILD_FROM=ghcr.io/home-assistant/base-debian:" in text
     stages = text.split("\nFROM ")[1:]
-    assert len(stages) == 2, "a build stage and the final stage"
-    build, final = stages
-    assert build.startswith("${BUILD_FROM} AS build")
-    assert "scripts/build-image-venv.sh /opt/venv /opt/models" in build
-    assert "COPY --from=build /opt/venv /opt/venv" in final
-    assert "COPY --from=build /opt/models /opt/models" in final
+    assert len(stages) == 4, "python, prepare (the model), venv (runtime) and the add-on"
+    python, prepare, venv, final = stages
+    assert python.startswith("${BUILD_FROM} AS python")
+    assert prepare.startswith("python AS prepare")
+    assert "scripts/build-image-venv.sh - /opt/models" in prepare
+    assert venv.startswith("python AS venv")
+    assert "scripts/build-image-venv.sh /opt/venv -" in venv
+    assert final.startswith("${BUILD_FROM}\n")
+    assert "COPY --from=venv /opt/venv /opt/venv" in final
+    assert "COPY --from=prepare /opt/models /opt/models" in final
     assert "COPY rootfs /" in final
     for build_only in ("build-essential", "gcc", "python3-dev", "python3-venv", "pip "):
         assert build_only not in final, build_only
@@ -796,7 +814,9 @@ def test_apparmor_gives_the_worker_what_its_sandbox_needs_and_no_network() -> No
 def test_apparmor_profile_compiles() -> None:
     parser = shutil.which("apparmor_parser") or "/usr/sbin/apparmor_parser"
     if not Path(parser).exists():
-        pytest.skip("apparmor_parser is not installed (Debian package apparmor)")
+        # Never skip: setup installs it, and a profile that does not compile stops the
+        # add-on from installing at all.
+        pytest.fail("apparmor_parser is missing: run scripts/setup.sh (apt-get install apparmor)")
     done = subprocess.run(
         [parser, "--skip-kernel-load", "--skip-cache", str(ADDON / "apparmor.txt")],
         capture_output=True,

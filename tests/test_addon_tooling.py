@@ -28,6 +28,9 @@ SHELL_SCRIPTS = [
     ROOT / "rootfs" / "usr" / "local" / "bin" / "edge-assistant-healthcheck",
     ROOT / ".ci" / "run",
     *sorted((ROOT / "scripts").glob("*.sh")),
+    # The image test's stand-in base (s6 /init, with-contenv, halt, bashio) and builders.
+    *sorted(path for path in (ROOT / "tests" / "image" / "base").iterdir() if path.is_file()),
+    *sorted((ROOT / "tests" / "image").glob("*.sh")),
 ]
 
 
