@@ -8,13 +8,14 @@
 #
 # - MODELS_DIR: the model is prepared by a throw-away venv that has the converter
 #   (the package's `prepare` extra: gguf, onnx, onnx-ir and what they pull in).
-# - VENV_DIR: the runtime venv, without the converter and without pip, and without the
-#   distributions that only one cut dependency edge needs (RUNTIME_CUTS below), and
-#   without the dependencies' own test suites.
+# - VENV_DIR: the runtime venv: the package without that extra, no pip, none of the
+#   distributions that only a cut dependency edge needs (RUNTIME_CUTS below), and none
+#   of the dependencies' own test suites.
 #
-# Environment: PYTHON (default python3); PREPARED_MODELS: a folder of prepared models
-# to copy instead of preparing (they are architecture-independent). The model source download is cached in
-# ~/.cache/edge-assistant/downloads (or $EDGE_ASSISTANT_CACHE), in neither output folder.
+# Environment: PYTHON (default python3); PREPARED_MODELS: a folder of prepared models to
+# copy instead of preparing (they are architecture-independent). The model source
+# download is cached in ~/.cache/edge-assistant/downloads (or $EDGE_ASSISTANT_CACHE),
+# in neither output folder.
 set -euo pipefail
 
 if [ "$#" -ne 2 ]; then
