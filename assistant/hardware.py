@@ -8,6 +8,7 @@ of file contents so the container logic is tested without a container.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import os
 import platform
@@ -34,6 +35,10 @@ _ARM_FEATURES = {
     "i8mm": "i8mm",
     "sve": "sve",
 }
+# The same arm features as arm64 Linux HWCAP/HWCAP2 bits (asm/hwcap.h): what the kernel,
+# or qemu-user (whose /proc/cpuinfo is the x86 host's), lets this process use.
+_ARM_HWCAP = {"asimd": 1 << 1, "dotprod": 1 << 20, "sve": 1 << 22}
+_ARM_HWCAP2 = {"i8mm": 1 << 13}
 _UNLIMITED = 1 << 60  # cgroup v1 reports "no limit" as a huge page-aligned number
 
 
@@ -115,6 +120,23 @@ def parse_cpu_features(cpuinfo: str) -> frozenset[str]:
         elif key == "features":
             found.update(_ARM_FEATURES[f] for f in value.split() if f in _ARM_FEATURES)
     return frozenset(found)
+
+
+def parse_arm_hwcaps(hwcap: int, hwcap2: int) -> frozenset[str]:
+    """arm64 INT8 features from the auxiliary vector's AT_HWCAP and AT_HWCAP2 words."""
+    found = {name for name, bit in _ARM_HWCAP.items() if hwcap & bit}
+    return frozenset(found | {name for name, bit in _ARM_HWCAP2.items() if hwcap2 & bit})
+
+
+def _arm_hwcaps() -> tuple[int, int] | None:
+    """getauxval(AT_HWCAP), getauxval(AT_HWCAP2) on arm64 Linux; None elsewhere."""
+    if platform.machine() not in {"aarch64", "arm64"}:
+        return None
+    with contextlib.suppress(OSError, AttributeError):
+        getauxval = ctypes.CDLL(None).getauxval
+        getauxval.restype, getauxval.argtypes = ctypes.c_ulong, [ctypes.c_ulong]
+        return int(getauxval(16)), int(getauxval(26))
+    return None
 
 
 def parse_cpu_model(cpuinfo: str) -> str | None:
@@ -258,6 +280,7 @@ class Probe:
         available = vm.available
         if limit is not None:
             available = min(available, max(0, limit - (usage or 0)))
+        hwcaps = _arm_hwcaps()
         return HardwareFacts(
             arch=platform.machine(),
             cpu_model=parse_cpu_model(cpuinfo),
@@ -267,7 +290,7 @@ class Probe:
             memory_total_mb=vm.total // 2**20,
             memory_limit_mb=None if limit is None else limit // 2**20,
             memory_available_mb=available // 2**20,
-            cpu_features=parse_cpu_features(cpuinfo),
+            cpu_features=parse_arm_hwcaps(*hwcaps) if hwcaps else parse_cpu_features(cpuinfo),
             storage=self.storage_class(model_dir or Path.home()),
             cpu_temp_c=self.cpu_temperature(),
             board=self.board(),

@@ -556,6 +556,9 @@ class AddonSandbox:
             "EDGE_ASSISTANT_SHARE": str(self.root / "share" / "edge_assistant"),
             "EDGE_ASSISTANT_HEALTH_DIR": str(self.root / "run" / "edge-assistant"),
             "EDGE_ASSISTANT_BIN": str(self.root / "bin" / "edge-assistant"),
+            # The interpreter whose packages decide whether GGUFs can be converted: this
+            # one has the `prepare` extra (scripts/setup.sh).
+            "EDGE_ASSISTANT_PYTHON": sys.executable,
             "FAKE_CALLS": str(self.root / "calls.jsonl"),
         }
 
@@ -671,6 +674,23 @@ def test_run_prepares_dropped_gguf_files_once_and_keeps_user_models(
 
     done, calls = addon.run(manifest()["options"])
     assert [call["argv"][0] for call in calls] == ["serve"]
+
+
+def test_without_the_converter_run_says_how_to_prepare_a_dropped_gguf(
+    addon: AddonSandbox,
+) -> None:
+    # The published image has no `prepare` extra: no conversion, no stamp, a how-to.
+    gguf = addon.root / "share" / "edge_assistant" / "models" / "Tiny.Q8_0.gguf"
+    gguf.write_bytes(b"GGUF")
+    no_converter = {"EDGE_ASSISTANT_PYTHON": shutil.which("false") or "/bin/false"}
+    done, calls = addon.run(manifest()["options"], no_converter)
+    assert done.returncode == 0, done.stderr
+    assert [call["argv"][0] for call in calls] == ["serve"]
+    assert f"WARNING: Not preparing {gguf} (int8): this image has no model converter" in (
+        done.stdout
+    )
+    assert "edge-assistant model prepare --gguf FILE --precision int8" in done.stdout
+    assert not list((addon.root / "data" / "models" / ".sources").iterdir())
 
 
 def test_run_takes_the_options_from_the_supervisor_api(addon: AddonSandbox) -> None:

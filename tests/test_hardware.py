@@ -10,6 +10,7 @@ import pytest
 from assistant.hardware import (
     Probe,
     classify_block_device,
+    parse_arm_hwcaps,
     parse_cfs,
     parse_cgroup_path,
     parse_cpu_features,
@@ -126,3 +127,12 @@ def test_monitor_reports_percent_and_megabytes() -> None:
     available, total = monitor.get_memory_info()
     assert 0 < available <= total
     assert monitor.process_rss_mb() > 10
+
+
+def test_arm_features_come_from_the_hwcap_words() -> None:
+    # Raspberry Pi 4 (Cortex-A72): fp asimd evtstrm crc32 cpuid.
+    assert parse_arm_hwcaps(0x887, 0) == {"asimd"}
+    # Raspberry Pi 5 (Cortex-A76): adds asimddp (bit 20) among others.
+    assert parse_arm_hwcaps(0x1FFFFF, 0) == {"asimd", "dotprod"}
+    # qemu-aarch64's "max" CPU (what the arm64 image test runs on): sve and i8mm too.
+    assert parse_arm_hwcaps(0xECFFFFFB, 0x7F877FFF) == {"asimd", "dotprod", "sve", "i8mm"}
