@@ -7,13 +7,20 @@
 #       --build-arg BUILD_ARCH=aarch64 --build-arg BUILD_VERSION=0.1.0 .
 ARG BUILD_FROM=ghcr.io/home-assistant/base-debian:trixie
 
-# --- python: the interpreter and venv module both build stages use ------------------
+# --- python: the interpreter the add-on runs on; the final stage builds on it ---------
 FROM ${BUILD_FROM} AS python
 # Unpinned apt packages (DL3008): the base image's Debian release fixes the versions, and
 # pinning exact ones breaks the build at every Debian security update.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && apt-get install -y --no-install-recommends python3 \
+    && rm -rf /var/lib/apt/lists/*
+
+# --- build: what the two build stages share: venv support and the sources ------------
+FROM python AS build
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3-venv \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -22,7 +29,7 @@ COPY scripts/build-image-venv.sh ./scripts/
 
 # --- prepare: the default INT8 model, made with the converter (gguf, onnx), which the
 # add-on itself does not ship
-FROM python AS prepare
+FROM build AS prepare
 # Empty: prepare the model here. A folder of already prepared models (mounted into the
 # build) is copied instead: the prepared model is architecture-independent, and the
 # arm64 smoke test under emulation (scripts/image-test.sh) reuses the amd64 build's.
@@ -30,18 +37,14 @@ ARG PREPARED_MODELS=""
 RUN bash scripts/build-image-venv.sh - /opt/models
 
 # --- venv: the runtime venv, without the converter and without pip -----------------
-FROM python AS venv
+FROM build AS venv
 RUN bash scripts/build-image-venv.sh /opt/venv -
 
 # --- the add-on: the interpreter, the venv, the models and the s6 services, no more ---
-FROM ${BUILD_FROM}
+FROM python
 ARG BUILD_ARCH=amd64
 # Must equal addon/config.yaml and pyproject.toml (tests/test_addon.py checks all three).
 ARG BUILD_VERSION=0.1.0
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 \
-    && rm -rf /var/lib/apt/lists/*
 COPY --from=venv /opt/venv /opt/venv
 COPY --from=prepare /opt/models /opt/models
 COPY rootfs /

@@ -756,14 +756,16 @@ def test_dockerfile() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert "ARG BUILD_FROM=ghcr.io/home-assistant/base-debian:" in text
     stages = text.split("\nFROM ")[1:]
-    assert len(stages) == 4, "python, prepare (the model), venv (runtime) and the add-on"
-    python, prepare, venv, final = stages
+    assert len(stages) == 5, "python, build, prepare (the model), venv (runtime), the add-on"
+    python, build, prepare, venv, final = stages
     assert python.startswith("${BUILD_FROM} AS python")
-    assert prepare.startswith("python AS prepare")
+    assert "install -y --no-install-recommends python3 \\\n" in python
+    assert build.startswith("python AS build") and "python3-venv" in build
+    assert prepare.startswith("build AS prepare")
     assert "scripts/build-image-venv.sh - /opt/models" in prepare
-    assert venv.startswith("python AS venv")
+    assert venv.startswith("build AS venv")
     assert "scripts/build-image-venv.sh /opt/venv -" in venv
-    assert final.startswith("${BUILD_FROM}\n")
+    assert final.startswith("python\n")  # the interpreter only: no venv module, no sources
     assert "COPY --from=venv /opt/venv /opt/venv" in final
     assert "COPY --from=prepare /opt/models /opt/models" in final
     assert "COPY rootfs /" in final
