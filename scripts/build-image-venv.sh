@@ -10,7 +10,7 @@
 #   (the package's `prepare` extra: gguf, onnx, onnx-ir and what they pull in).
 # - VENV_DIR: the runtime venv: the package without that extra, no pip, none of the
 #   distributions that only a cut dependency edge needs (RUNTIME_CUTS below), and none
-#   of the dependencies' own test suites.
+#   of ONNX Runtime's offline tooling or the dependencies' own test suites.
 #
 # Environment: PYTHON (default python3); PREPARED_MODELS: a folder of prepared models to
 # copy instead of preparing (they are architecture-independent). The model source
@@ -32,9 +32,15 @@ TOOLS=$(mktemp -d)
 trap 'rm -rf "${TOOLS}"' EXIT
 
 # "requirer>dependency" edges left out of the runtime venv, with what they are for:
-# tokenizers needs huggingface-hub only for Tokenizer.from_pretrained (downloads from the
-# Hub); the add-on reads tokenizer.json from the model folder and never goes online.
-RUNTIME_CUTS="tokenizers>huggingface-hub"
+# - tokenizers needs huggingface-hub only for Tokenizer.from_pretrained (downloads from
+#   the Hub); the add-on reads tokenizer.json from the model folder and never goes online;
+# - onnxruntime needs protobuf and packaging only in its offline tooling (below), never
+#   to run a model.
+RUNTIME_CUTS="tokenizers>huggingface-hub onnxruntime>protobuf onnxruntime>packaging"
+# ONNX Runtime's offline tooling: quantization and transformer optimizers (the
+# converter's work, done in the prepare venv), model tools, the onnx backend API and
+# sample data. The service and the worker use onnxruntime's inference API alone.
+ORT_TOOLING="quantization transformers tools backend datasets"
 
 prepare_models() {
     if [ -n "${PREPARED_MODELS:-}" ]; then
@@ -108,11 +114,16 @@ build_runtime_venv() {
         # shellcheck disable=SC2086  # a list of distribution names
         "${pip[@]}" uninstall --quiet --yes ${unneeded}
     fi
+    local ort
+    ort=$(echo "$VENV_DIR"/lib/python3*/site-packages/onnxruntime)
+    for tool in ${ORT_TOOLING}; do
+        rm -rf "${ort:?}/${tool}"
+    done
     # The dependencies' own test suites (numpy's alone is ~14 MB): never imported.
     find "$VENV_DIR"/lib/python3*/site-packages -mindepth 2 -type d -name tests -prune \
         -exec rm -rf {} +
     # Everything the service and the worker import at start must still be there.
-    "$VENV_DIR/bin/python" -c 'import assistant.serve, assistant.worker.main, tokenizers'
+    "$VENV_DIR/bin/python" -c 'import assistant.serve, assistant.worker.main, onnxruntime, tokenizers'
     "$VENV_DIR/bin/edge-assistant" --version
     chmod -R a+rX,go-w "$VENV_DIR"
 }
