@@ -10,7 +10,7 @@
 #   (the package's `prepare` extra: gguf, onnx, onnx-ir and what they pull in).
 # - VENV_DIR: the runtime venv: the package without that extra, no pip, none of the
 #   distributions that only a cut dependency edge needs (RUNTIME_CUTS below), and none
-#   of ONNX Runtime's offline tooling or the dependencies' own test suites.
+#   of ONNX Runtime's offline tooling, the dependencies' test suites, stubs or C sources.
 #
 # Environment: PYTHON (default python3); PREPARED_MODELS: a folder of prepared models to
 # copy instead of preparing (they are architecture-independent). The model source
@@ -114,14 +114,16 @@ build_runtime_venv() {
         # shellcheck disable=SC2086  # a list of distribution names
         "${pip[@]}" uninstall --quiet --yes ${unneeded}
     fi
-    local ort
-    ort=$(echo "$VENV_DIR"/lib/python3*/site-packages/onnxruntime)
+    local site
+    site=$(echo "$VENV_DIR"/lib/python3*/site-packages)
     for tool in ${ORT_TOOLING}; do
-        rm -rf "${ort:?}/${tool}"
+        rm -rf "${site:?}/onnxruntime/${tool}"
     done
-    # The dependencies' own test suites (numpy's alone is ~14 MB): never imported.
-    find "$VENV_DIR"/lib/python3*/site-packages -mindepth 2 -type d -name tests -prune \
-        -exec rm -rf {} +
+    # The dependencies' own test suites (numpy's alone is ~14 MB), and what only building
+    # or type-checking against them reads (type stubs, C/Cython sources and headers).
+    find "$site" -mindepth 2 -type d -name tests -prune -exec rm -rf {} +
+    find "$site" -type f \( -name '*.pyi' -o -name '*.c' -o -name '*.h' -o -name '*.pyx' \
+        -o -name '*.pxd' \) -delete
     # Everything the service and the worker import at start must still be there.
     "$VENV_DIR/bin/python" -c 'import assistant.serve, assistant.worker.main, onnxruntime, tokenizers'
     "$VENV_DIR/bin/edge-assistant" --version
