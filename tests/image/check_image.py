@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -205,6 +206,29 @@ def wait_healthy(addon: Addon) -> str:
         time.sleep(1)
 
 
+def check_http(addon: Addon) -> None:
+    """The Ollama-compatible API on port 11434 (`http.enabled` is on by default), from
+    outside the container as Home Assistant reaches it over the add-on network."""
+    address = podman(
+        "inspect", "--format", "{{.NetworkSettings.IPAddress}}", addon.name
+    ).stdout.strip()
+    with urllib.request.urlopen(f"http://{address}:11434/api/tags", timeout=30) as answer:
+        tags = json.loads(answer.read())
+    names = [model["name"] for model in tags["models"]]
+    assert names, tags
+    body = json.dumps({
+        "model": names[0], "stream": False, "options": {"temperature": 0, "num_predict": 8},
+        "messages": [{"role": "user", "content": "Say hello to the kitchen."}],
+    }).encode()  # fmt: skip
+    request = urllib.request.Request(
+        f"http://{address}:11434/api/chat", body, {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=REPLY_S) as answer:
+        chat = json.loads(answer.read())
+    assert chat["done"] is True and chat["message"]["role"] == "assistant", chat
+    say(f"the HTTP API answers on {address}:11434 (/api/tags: {names}, /api/chat done)")
+
+
 def check_sandbox(addon: Addon, info: dict[str, Any]) -> None:
     report = SandboxReport.from_payload(info["sandbox"])
     states = {name: str(report.status(name)) for name in LAYERS}
@@ -236,6 +260,7 @@ def run_defaults(addon: Addon, client: Client) -> None:
     reply = ask(client, "Say hello to the kitchen.", max_tokens=16, temperature=0)
     say(f"a prompt over MQTT got a reply ({reply['usage']['completion_tokens']} tokens)")
     say(f"health check: {wait_healthy(addon)}")
+    check_http(addon)
     check_sandbox(addon, info)
     say("the worker's sandbox layers are active (uid 65534, no_new_privs, seccomp)")
     client.clear()
