@@ -24,7 +24,7 @@ from tests.http_helpers import (
     port_of,
     serve_http,
     stats,
-    wait_stats,
+    stats_after_stop,
 )
 from tests.mqtt_helpers import ServiceProcess
 
@@ -244,7 +244,8 @@ def test_a_client_leaving_mid_stream_stops_its_generation(svc: ServiceProcess) -
         received += chunk
     sock.close()
     closed_at = time.monotonic()
-    after = wait_stats(svc, "disconnect_stops", before["disconnect_stops"] + 1)
+    after = stats_after_stop(svc, before["disconnect_stops"])
+    assert after["disconnect_stops"] == before["disconnect_stops"] + 1
     assert after["disconnects"] == before["disconnects"] + 1
     assert after["last_stop_at"] - closed_at <= 0.2, after["last_stop_at"] - closed_at
     assert after["open"] == 0

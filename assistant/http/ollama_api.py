@@ -21,7 +21,8 @@ from assistant.http.wire import client_of, line, new_id, now_iso, read_json
 
 # The Ollama API version this server follows (clients such as Open WebUI check it).
 OLLAMA_API_VERSION = "0.6.0"
-FAR_FUTURE = "2318-01-01T00:00:00Z"  # /api/ps expires_at: the model is never unloaded
+FAR_FUTURE = "2318-01-01T00:00:00Z"
+STATS_WAIT_S = 10.0  # /api/ps expires_at: the model is never unloaded
 
 
 def ollama_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -92,7 +93,14 @@ class OllamaApi:
     async def get_version(self, _request: web.Request) -> web.Response:
         return web.json_response({"version": OLLAMA_API_VERSION, "edge_assistant": self.version})
 
-    async def stats(self, _request: web.Request) -> web.Response:
+    async def stats(self, request: web.Request) -> web.Response:
+        """The counters; `?stops_after=N` first waits (up to 10 s) until more than N
+        requests whose client left have ended (a long poll, for tests and tools)."""
+        after = request.query.get("stops_after")
+        if after is not None:
+            if not after.isdigit():
+                raise BodyError("stops_after: must be a whole number")
+            await self.relay.stops_after(int(after), STATS_WAIT_S)
         return web.json_response(self.relay.stats.to_dict())
 
     def _model(self, data: dict[str, Any]) -> str:

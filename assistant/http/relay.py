@@ -8,6 +8,7 @@ Both APIs use it; only the shapes they write differ.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -84,6 +85,7 @@ class Relay:
     core: CoreApi
     stats: HttpStats = field(default_factory=HttpStats)
     _drains: set[asyncio.Task[None]] = field(default_factory=set)
+    _stopped: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     def full(self) -> bool:
         return self.stats.open >= MAX_OPEN
@@ -117,6 +119,17 @@ class Relay:
             return
         self.stats.disconnect_stops += 1
         self.stats.last_stop_at = time.monotonic()
+        async with self._stopped:
+            self._stopped.notify_all()
+
+    async def stops_after(self, seen: int, timeout_s: float) -> None:
+        """Wait (at most `timeout_s`) until more than `seen` abandoned requests ended."""
+        async with self._stopped:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._stopped.wait_for(lambda: self.stats.disconnect_stops > seen),
+                    timeout_s,
+                )
 
     async def close(self) -> None:
         if self._drains:
