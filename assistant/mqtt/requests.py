@@ -12,11 +12,11 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from assistant.core.prompt import MAX_TEXT  # checked here too, to answer with the id
 from assistant.core.request import Request, Sampling, new_id
 from assistant.mqtt.topics import valid_level
 
 MAX_PAYLOAD = 256 * 1024  # bytes; checked before decoding
-MAX_TEXT = 32_000  # characters of prompt (far beyond any small model's window)
 MAX_SYSTEM = 4_000
 MAX_DEPTH = 16  # JSON nesting a request may use
 
