@@ -16,13 +16,13 @@ RUNTIME_SCRIPT = f"""
 import json, sys
 import assistant.cli, assistant.serve, assistant.service, assistant.models_present
 from assistant.cli import build_parser
-from assistant.worker.main import _load
+from assistant.worker.startup import confine_then_load
 from assistant.worker.protocol import StartSpec
 
 build_parser().parse_args(["serve"])
 spec = StartSpec(model_path=sys.argv[1], threads=1, context_tokens=64, max_batch=1,
                  kv_budget_bytes=1 << 20, sandbox=False)
-engine = _load(spec)  # the worker's own start: load, then a short warm-up generation
+engine, _ = confine_then_load(spec)  # the worker's start: imports, load, one warm-up
 names = {CONVERTER_MODULES!r}
 print(json.dumps({{"engine": type(engine).__name__, "loaded": sorted(
     n for n in sys.modules if n in names or n.startswith("assistant.convert"))}}))

@@ -6,12 +6,15 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,8 +22,11 @@ import pytest
 from assistant.core.events import Delta, Finished
 from assistant.core.flight import Flight
 from assistant.engine.request import GenerationRequest
+from assistant.sandbox import reachable
+from assistant.sandbox.report import NOBODY
 from assistant.worker.protocol import StartSpec
 from assistant.worker.supervisor import Supervisor
+from tests.fanotify_gate import FanotifyGate, Open
 
 SECRET = "s3cret-token-that-must-not-leak"
 
@@ -142,6 +148,65 @@ class Chaos:
             if self.sup.pid is not None and not self.sup.worker_ready:
                 self._kill()
                 return
+
+
+def _gated_start(model: Path, **kw: object) -> tuple[list[Open], dict[str, object]]:
+    """Start a worker on `model` behind a fanotify gate; its model-file opens, and hello's
+    sandbox section."""
+
+    async def scenario() -> tuple[int, dict[str, object]]:
+        sup = Supervisor(spec(model, **kw))
+        hello = await sup.start()
+        try:
+            done = await finish(submit(sup, req(1)).events())
+            assert done.result is not None
+        finally:
+            await sup.stop()
+        return hello.pid, hello.sandbox
+
+    if os.geteuid() != 0:
+        pytest.skip("fanotify permission events need CAP_SYS_ADMIN (run as root)")
+    with FanotifyGate(model) as gate:
+        pid, sandbox = asyncio.run(scenario())
+    return [o for o in gate.opens if o.pid == pid], sandbox
+
+
+@pytest.fixture
+def private_model(tiny_model_dir: Path, tmp_path: Path) -> Path:
+    """The tiny model inside a root-only (0700) directory, like /root/.cache here."""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    model = private / "model"
+    shutil.copytree(tiny_model_dir, model)
+    assert not reachable(model, NOBODY, NOBODY)
+    return model
+
+
+def test_model_files_are_first_opened_fully_confined(private_model: Path) -> None:
+    opens, sandbox = _gated_start(private_model)
+    python_closed = not reachable(Path(sys.base_prefix) / "lib", NOBODY, NOBODY)
+    print("python closed to nobody:", python_closed, "order:", sandbox["order"])
+    names = {o.name for o in opens}
+    assert {"manifest.json", "tokenizer.json", "model.onnx", "model.onnx.data"} <= names
+    first = opens[0].status  # read while the worker was blocked in its first open
+    assert first["NoNewPrivs"] == "1"
+    assert first["Seccomp"] == "2"
+    assert all(uid != "0" for uid in first["Uid"].split())
+    assert sandbox["at_model_parse"] == {
+        "uid": int(first["Uid"].split()[0]),
+        "no_new_privs": 1,
+        "seccomp": 2,
+    }
+    assert all(o.status == {**o.status, "Seccomp": "2", "NoNewPrivs": "1"} for o in opens)
+
+
+def test_the_gate_sees_an_unconfined_worker_open_its_model(private_model: Path) -> None:
+    """The control for the test above: without the sandbox the same gate sees root, no
+    NO_NEW_PRIVS and no seccomp at the first open."""
+    opens, sandbox = _gated_start(private_model, sandbox=False)
+    assert sandbox == {"enabled": False}
+    first = opens[0].status
+    assert (first["NoNewPrivs"], first["Seccomp"], first["Uid"].split()[0]) == ("0", "0", "0")
 
 
 def test_chaos_every_request_gets_exactly_one_final(tiny_model_dir: Path) -> None:
@@ -273,11 +338,36 @@ def _alive(pid: int) -> bool:
     return not state.startswith("Z")
 
 
+@pytest.fixture
+def mapped_real_model(real_model_dir: Path) -> Iterator[Path]:
+    """The real model where the sandboxed uid can reach it, so the worker maps its
+    external data from the file: loading then peaks at about the loaded size. (Under a
+    closed directory, as in ~/.cache here, the worker copies it from memory and peaks
+    ~150 MB above, which a limit of loaded size + 40 MB cannot hold.)"""
+    folder = Path(tempfile.mkdtemp(dir="/var/tmp"))
+    try:
+        folder.chmod(0o755)
+        model = folder / real_model_dir.name
+        model.mkdir()
+        for file in real_model_dir.iterdir():
+            os.link(file, model / file.name)
+        assert reachable(model, NOBODY, NOBODY)
+        yield model
+    finally:
+        shutil.rmtree(folder)
+
+
 @pytest.mark.slow
-def test_allocation_beyond_the_limit_fails_the_request_and_recovers(real_model_dir: Path) -> None:
+def test_allocation_beyond_the_limit_fails_the_request_and_recovers(
+    mapped_real_model: Path,
+) -> None:
+    real_model_dir = mapped_real_model
+
     async def loaded_vmsize() -> int:
         sup = Supervisor(spec(real_model_dir, threads=2, context_tokens=2048))
         hello = await sup.start()
+        if os.geteuid() == 0:
+            assert hello.sandbox["external_data"] == "mapped from the file"
         size = int(proc_status(hello.pid)["VmSize"].split()[0]) * 1024
         await sup.stop()
         return size

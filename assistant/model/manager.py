@@ -45,14 +45,24 @@ class ModelInstance:
     chat: ChatTemplate | None
 
     @classmethod
-    def load(cls, path: Path, threads: int | None = None) -> ModelInstance:
-        """Read the folder and build the session; the only place a serving session is made."""
+    def load(
+        cls, path: Path, threads: int | None = None, *, external_in_memory: bool = False
+    ) -> ModelInstance:
+        """Read the folder and build the session; the only place a serving session is made.
+        `external_in_memory`: see `open_session` (the worker's sandbox may need it)."""
         if not (path / MANIFEST_NAME).is_file():
             raise ModelNotFoundError(f"no prepared model at {path} (run `model prepare`)")
         manifest = Manifest.read(path)
+        # The manifest is as untrusted as the model: only plain names inside the folder.
+        known = {MANIFEST_NAME, MODEL_FILE, TOKENIZER_FILE}
+        external = [
+            n for n in manifest.files if n not in known and Path(n).name == n and n[0] != "."
+        ]
         try:
             tokenizer = Tokenizer.from_file(str(path / TOKENIZER_FILE))
-            session = open_session(path / MODEL_FILE, threads)
+            session = open_session(
+                path / MODEL_FILE, threads, external if external_in_memory else ()
+            )
         except Exception as err:  # ORT and tokenizers raise their own exception types
             raise ModelError(f"cannot load the model at {path}: {err}") from err
         chat = None

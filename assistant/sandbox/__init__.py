@@ -1,10 +1,10 @@
 """The worker's sandbox: namespaces, rlimits, uid drop, Landlock and seccomp, each optional.
 
-The worker calls `apply_sandbox` before importing numpy/onnxruntime and `apply_seccomp`
-once the model is loaded; `describe_sandbox_support` tells doctor what would work here.
+The worker calls `apply_sandbox` before importing onnxruntime and `apply_seccomp` before
+it parses any model file; `describe_sandbox_support` tells doctor what would work here.
 """
 
-from assistant.sandbox.layers import apply_sandbox, apply_seccomp, thread_count
+from assistant.sandbox.layers import apply_sandbox, apply_seccomp, reachable, thread_count
 from assistant.sandbox.report import (
     LAYERS,
     LayerStatus,
@@ -23,6 +23,7 @@ __all__ = [
     "apply_seccomp",
     "default_read_paths",
     "describe_sandbox_support",
+    "reachable",
     "thread_count",
     "worker_environment",
 ]

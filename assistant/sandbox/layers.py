@@ -1,9 +1,10 @@
 """The worker's sandbox, applied by the worker to itself, one layer after another.
 
-`apply_sandbox` runs first thing in the worker, before numpy or onnxruntime are
-imported (unshare and Landlock need a single-threaded process); `apply_seccomp` runs
-after the model is loaded. A layer that cannot be applied is reported and logged once,
-never fatal: the service must also run where the kernel or container lacks a feature.
+`apply_sandbox` runs before onnxruntime is imported (unshare and Landlock need a
+single-threaded process, and onnxruntime starts a thread at import); `apply_seccomp`
+runs next, before the worker reads any byte of the model. A layer that cannot be
+applied is reported and logged once, never fatal: the service must also run where the
+kernel or container lacks a feature.
 """
 
 from __future__ import annotations
@@ -32,35 +33,53 @@ _LOGGER = logging.getLogger(__name__)
 FD_MARGIN = 16  # fds the worker may still open under RLIMIT_NOFILE beyond those it has
 
 
-def apply_sandbox(policy: SandboxPolicy) -> SandboxReport:
-    """Apply every layer but seccomp to the calling process, in order, and report each."""
+def apply_sandbox(
+    policy: SandboxPolicy, before_uid_drop: Callable[[], None] | None = None
+) -> SandboxReport:
+    """Apply every layer but seccomp to the calling process, in order, and report each.
+
+    `before_uid_drop`, when given, runs as the starting uid but already under NO_NEW_PRIVS
+    and Landlock (both applied while the process is still single-threaded): the worker
+    imports there the trusted code the unprivileged uid cannot read. Without it, NO_NEW_PRIVS
+    and Landlock come after the uid drop and the network namespace (the order of LAYERS).
+    """
     parent = os.getppid()
     threads = thread_count()
     if threads > 1:
         _LOGGER.warning("sandbox applied with %d threads: unshare and Landlock need one", threads)
-    statuses: dict[str, LayerStatus] = {}
     net = _isolate_network_as_root() if os.geteuid() == 0 else None
-    statuses["rlimit_as"] = _rlimit_as(policy)
-    statuses["rlimit_nofile"] = _guard(_rlimit_nofile, policy)
-    statuses["rlimit_fsize"] = _guard(_rlimit_fsize, policy)
-    statuses["rlimit_core"] = _guard(_rlimit_core, policy)
-    statuses["oom_score_adj"] = _guard(_oom_score_adj, policy)
+    statuses = _limit_resources(policy)
     # Landlock rules are built while the paths can still be opened, enforced after NNP.
     ruleset = _build_landlock(policy)
+    if before_uid_drop is not None:
+        statuses["no_new_privs"] = _guard(_set_no_new_privs, policy)
+        statuses["landlock"] = _enforce_landlock(ruleset)
+        before_uid_drop()
     statuses["uid"], statuses["rlimit_nproc"] = _drop_uid(policy)
     # Not root (any more): a user namespace makes the network namespace possible, and
     # the uid is mapped onto itself so file permissions keep meaning what they mean.
     statuses["net_namespace"] = net or _guard(_isolate_network_in_user_namespace, policy)
     statuses["pdeathsig"] = _guard(lambda _: _set_pdeathsig(parent), policy)
-    statuses["no_new_privs"] = _guard(_set_no_new_privs, policy)
-    statuses["landlock"] = _enforce_landlock(ruleset)
-    statuses["seccomp"] = skipped("not yet installed: apply_seccomp runs after the model loads")
+    if before_uid_drop is None:
+        statuses["no_new_privs"] = _guard(_set_no_new_privs, policy)
+        statuses["landlock"] = _enforce_landlock(ruleset)
+    statuses["seccomp"] = skipped("not yet installed: apply_seccomp comes next")
     report = SandboxReport.from_statuses(statuses)
     for name, status in report.layers:
         if status.state == "unavailable":
             _LOGGER.warning("sandbox layer %s unavailable: %s", name, status.detail)
     _LOGGER.info("sandbox: %s", report.as_dict())
     return report
+
+
+def _limit_resources(policy: SandboxPolicy) -> dict[str, LayerStatus]:
+    return {
+        "rlimit_as": _rlimit_as(policy),
+        "rlimit_nofile": _guard(_rlimit_nofile, policy),
+        "rlimit_fsize": _guard(_rlimit_fsize, policy),
+        "rlimit_core": _guard(_rlimit_core, policy),
+        "oom_score_adj": _guard(_oom_score_adj, policy),
+    }
 
 
 def apply_seccomp(report: SandboxReport) -> SandboxReport:
@@ -180,7 +199,7 @@ def _drop_uid(policy: SandboxPolicy) -> tuple[LayerStatus, LayerStatus]:
     if os.geteuid() != 0:
         reason = f"not running as root (uid {os.geteuid()})"
         return skipped(reason), skipped(f"{reason}: the uid's other processes would count")
-    unreachable = [p for p in policy.read_paths if not _reachable(p, policy.uid, policy.gid)]
+    unreachable = [p for p in policy.read_paths if not reachable(p, policy.uid, policy.gid)]
     try:
         os.setgroups([])
         os.setresgid(policy.gid, policy.gid, policy.gid)
@@ -202,7 +221,7 @@ def _drop_uid(policy: SandboxPolicy) -> tuple[LayerStatus, LayerStatus]:
     return active(detail), active(f"{policy.max_tasks} tasks for uid {policy.uid}")
 
 
-def _reachable(path: Path, uid: int, gid: int) -> bool:
+def reachable(path: Path, uid: int, gid: int) -> bool:
     """Whether `uid` may traverse to `path` and read it, from the permission bits."""
     current = Path(path).absolute()
     for part in (*reversed(current.parents), current):

@@ -1,4 +1,4 @@
-"""The worker program: confine itself, load the model, then serve generate/cancel frames.
+"""The worker program: confine itself, load the model (`startup`), then serve frames.
 
 Runs as `python -m assistant.worker --fd N`, N being its end of a socketpair. It logs only
 to stderr. One thread: between decode steps it drains waiting frames, so a cancel takes
@@ -15,8 +15,7 @@ import select
 import socket
 import sys
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from assistant import ipc
 from assistant.core.events import Delta
@@ -34,6 +33,7 @@ from assistant.worker.protocol import (
     StartSpec,
     decode_to_worker,
 )
+from assistant.worker.startup import confine_then_load
 
 if TYPE_CHECKING:
     from assistant.engine.batch import Batch
@@ -46,72 +46,11 @@ EXIT_OUT_OF_MEMORY = 3  # the parent recycles the worker and reports engine_fail
 ALLOCATION_ERRORS = ("bad_alloc", "Failed to allocate", "failed to allocate", "out of memory")
 
 
-def _policy_and_order(spec: StartSpec) -> tuple[Any, bool]:
-    """The sandbox policy, and whether it can go up before the model loads (the order
-    reliability.md gives): only when the unprivileged uid can read Python and the model."""
-    from assistant.sandbox import SandboxPolicy, default_read_paths  # noqa: PLC0415
-    from assistant.sandbox.layers import _reachable  # noqa: PLC0415
-
-    model_dir = Path(spec.model_path)
-    policy = SandboxPolicy(
-        read_paths=default_read_paths(model_dir),
-        scratch_dir=Path(spec.scratch_dir) if spec.scratch_dir else None,
-        memory_bytes=spec.memory_bytes,
-        max_tasks=max(256, spec.threads * 8),
-    )
-    needed = (Path(sys.base_prefix) / "lib", Path(sys.prefix), model_dir)
-    early = os.geteuid() != 0 or all(_reachable(p, policy.uid, policy.gid) for p in needed)
-    return policy, early
-
-
-def _sandbox_then_load(spec: StartSpec) -> tuple[Any, dict[str, Any]]:
-    """Confine this process and load the model, in the safest order this machine allows.
-    Returns the engine and the sandbox report for the hello message."""
-    if not spec.sandbox:
-        return _load(spec), {"enabled": False}
-    from assistant.sandbox import apply_sandbox, apply_seccomp  # noqa: PLC0415
-
-    policy, early = _policy_and_order(spec)
-    if early:
-        report = apply_sandbox(policy)
-        engine = _load(spec)
-    else:
-        engine = _load(spec)
-        report = apply_sandbox(policy)
-    # Last, once nothing more is loaded: the filter is a deny-list for the steady state.
-    report = apply_seccomp(report)
-    order = (
-        "sandbox, then model load"
-        if early
-        else "model load, then sandbox: the unprivileged uid cannot read Python or the model"
-    )
-    return engine, {"enabled": True, "order": order, **report.to_payload()}
-
-
-def _load(spec: StartSpec) -> Any:
-    """Load the model and run one short warm-up generation through every code path a
-    request takes: lazy imports (numpy.random, tokenizers, jinja2) happen now, while the
-    files are still reachable, and the first real request pays no first-call costs."""
-    from assistant.engine.batch import Batch  # noqa: PLC0415
-    from assistant.engine.engine import Engine  # noqa: PLC0415
-    from assistant.engine.request import GenerationRequest, SamplingParams  # noqa: PLC0415
-    from assistant.model.manager import ModelInstance  # noqa: PLC0415
-
-    model = ModelInstance.load(Path(spec.model_path), threads=spec.threads)
-    engine = Engine.from_model(model, spec.context_tokens)
-    sampling = SamplingParams(temperature=0.7, top_k=20, top_p=0.9, repetition_penalty=1.1)
-    warmup = Batch(engine, 1)
-    warmup.add(GenerationRequest("warmup", (("user", "Hi"),), 2, sampling, ("\n\n",)))
-    while warmup.busy:
-        warmup.step()
-    return engine
-
-
 def serve(sock: socket.socket) -> int:
     """The worker's life: start frame, sandbox + load, hello, then the request loop."""
     started = time.perf_counter()
     spec = StartSpec.from_payload(ipc.recv_frame(sock))
-    engine, sandbox = _sandbox_then_load(spec)
+    engine, sandbox = confine_then_load(spec)
     from assistant.engine.batch import Batch  # noqa: PLC0415
 
     hello = Hello(
