@@ -17,8 +17,8 @@ import openai
 import pytest
 
 from tests.conftest import Broker
-from tests.http_helpers import ALIAS, call, http_service, serve_http, url_of
-from tests.mqtt_helpers import REPO, ServiceProcess
+from tests.http_helpers import ALIAS, call, http_service, serve_http, stats, url_of
+from tests.mqtt_helpers import REPO, Client, Received, ServiceProcess
 
 OLLAMA_047 = REPO / ".venv" / "ollama-0.4.7"
 HA_BODIES = Path(__file__).parent / "data" / "ha_requests"
@@ -90,8 +90,10 @@ def test_home_assistant_bodies_stream_ndjson_it_accepts(svc: ServiceProcess) -> 
 
 
 @pytest.fixture
-def oai(svc: ServiceProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url_of(svc)}/v1", api_key="unused", max_retries=0)
+def oai(svc: ServiceProcess) -> Iterator[openai.OpenAI]:
+    client = openai.OpenAI(base_url=f"{url_of(svc)}/v1", api_key="unused", max_retries=0)
+    with client:  # closes its connection pool (an unclosed socket warns, and warnings fail)
+        yield client
 
 
 def test_openai_models_and_chat_whole_and_streamed(oai: openai.OpenAI) -> None:
@@ -199,3 +201,33 @@ def test_openai_response_format_is_accepted(oai: openai.OpenAI) -> None:
     )
     assert whole.choices[0].finish_reason in ("stop", "length")
     assert isinstance(whole.choices[0].message.content, str)
+
+
+def test_telemetry_and_info_count_http_requests(mosquitto: Broker, svc: ServiceProcess) -> None:
+    client = Client(mosquitto.host, mosquitto.port)
+    try:
+        client.subscribe(f"{svc.base}/info")  # retained
+        assert client.wait_until(lambda got: any(m.topic.endswith("/info") for m in got))
+        info = next(m.json() for m in client.received if m.topic.endswith("/info"))
+        assert info["http_port"] == int(svc.settings["http"]["port"])
+        assert info["config"]["http"]["enabled"] is True
+        seen = stats(svc)
+        assert call(svc, "POST", "/api/chat", b"{broken").status == 400
+        body = {"model": ALIAS, "stream": False, "messages": [{"role": "user", "content": "Hi"}]}
+        assert call(svc, "POST", "/api/chat", body | {"options": {"num_predict": 2}}).status == 200
+        client.subscribe(f"{svc.base}/telemetry", retained=False)
+
+        def counted(got: list[Received]) -> bool:
+            return any(
+                m.topic.endswith("/telemetry")
+                and m.json()["http"]["requests_total"] > seen["requests_total"]
+                and m.json()["http"]["invalid_total"] > seen["invalid_total"]
+                for m in got
+            )
+
+        assert client.wait_until(counted), "no telemetry counted the HTTP requests"
+        telemetry = [m.json() for m in client.received if m.topic.endswith("/telemetry")][-1]
+        assert telemetry["requests_total"] >= telemetry["http"]["requests_total"]
+        assert telemetry["errors_total"] >= telemetry["http"]["invalid_total"]
+    finally:
+        client.close()
