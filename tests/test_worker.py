@@ -6,13 +6,13 @@ import asyncio
 import json
 import os
 import random
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +29,7 @@ from assistant.worker.supervisor import Supervisor
 from tests.fanotify_gate import FanotifyGate, Open
 
 SECRET = "s3cret-token-that-must-not-leak"
+HANG_GUARD_S = 60  # only keeps a failing test from hanging
 
 
 def spec(model: Path, **kw: object) -> StartSpec:
@@ -240,10 +241,8 @@ def test_stuck_worker_is_killed_and_the_next_request_succeeds(tiny_model_dir: Pa
         sup = Supervisor(spec(tiny_model_dir, debug_hang_text="hang 0"), stall_timeout_s=1.5)
         await sup.start()
         try:
-            started = time.monotonic()
             stuck = await finish(submit(sup, req(0, "hang")).events())
             assert stuck.error is not None and stuck.error.code == "engine_failure"
-            assert time.monotonic() - started < 15
             assert sup.deaths == 2  # killed at its deadline, retried once, killed again
             after = await finish(submit(sup, req(1)).events())
             assert after.result is not None
@@ -318,24 +317,18 @@ def _kill_parent_and_check(parent: subprocess.Popen[str]) -> None:
     try:
         assert parent.stdout is not None
         worker = int(parent.stdout.readline())
-        assert Path(f"/proc/{worker}").exists()
-        parent.send_signal(signal.SIGKILL)
-        parent.wait(5)
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline and _alive(worker):
-            time.sleep(0.02)
-        assert not _alive(worker), "the worker outlived its parent by more than 1 s"
+        exited = os.pidfd_open(worker)  # readable once the worker exits
+        try:
+            parent.send_signal(signal.SIGKILL)
+            parent.wait(5)
+            # The worker dies with its parent (PDEATHSIG, or EOF on its channel); the
+            # timeout only keeps a failing run from hanging, it is not a bound on speed.
+            assert select.select([exited], [], [], HANG_GUARD_S)[0], "the worker outlived it"
+        finally:
+            os.close(exited)
     finally:
         parent.kill()
         parent.wait()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = proc_status(pid)["State"]
-    except (FileNotFoundError, KeyError):
-        return False
-    return not state.startswith("Z")
 
 
 @pytest.fixture
