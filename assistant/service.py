@@ -28,9 +28,11 @@ from assistant.mqtt.front_end import MqttFrontEnd
 from assistant.mqtt.topics import Topics
 from assistant.plan import Plan
 from assistant.supervisor_api import announce_wyoming
-from assistant.telemetry import Telemetry
+from assistant.telemetry import HardwareMonitor, Telemetry
 from assistant.voice.hermes import HermesVoice
 from assistant.voice.wyoming_server import HandleServer, describe
+from assistant.web.app import PageServer
+from assistant.web.page import open_page
 
 LOG = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 5.0  # in-flight requests may finish this long after SIGTERM
@@ -59,6 +61,7 @@ class Service:
         )
         self.wyoming: HandleServer | None = None
         self.http: HttpServer | None = None
+        self.page: PageServer | None = None
         self._model_dir = model_dir
         self.telemetry = Telemetry(self.core, plan, facts, self.client_id, self._counters)
         self.health = HealthFile.from_env(config.telemetry.interval_s, self._healthy)
@@ -77,6 +80,8 @@ class Service:
         if self.config.wyoming.enabled and not await self._open_wyoming():
             return 1
         if self.config.http.enabled and not await self._open_http():
+            return 1
+        if self.config.web.enabled and not await self._open_page():
             return 1
         hello = await self.core.start()
         plan = self.plan
@@ -136,6 +141,29 @@ class Service:
         self.http = server
         return True
 
+    async def _open_page(self) -> bool:
+        """Bind the page before the worker starts, like the other listeners: a port in use
+        stops the start."""
+        monitor = HardwareMonitor()  # its own CPU baseline: the page samples every second
+        try:
+            self.page = await open_page(
+                self.config.web,
+                self.core,
+                lambda: self.telemetry.payload(monitor),
+                instance=self.client_id,
+                facts=self.facts,
+                plan=self.plan,
+                models_dir=self._model_dir.parent,  # the models present there
+            )
+        except OSError as err:
+            LOG.error("cannot listen for the page on port %d: %s", self.config.web.port, err)
+            if self.wyoming is not None:
+                await self.wyoming.close(0)
+            if self.http is not None:
+                await self.http.close()
+            return False
+        return True
+
     async def _shutdown(self) -> None:
         """Stop intake → finish or fail in-flight work → offline → stop worker → disconnect."""
         # No unsubscribe: the broker must keep queueing prompts in our persistent session
@@ -150,6 +178,8 @@ class Service:
             await self.hermes.stop(SHUTDOWN_GRACE_S)
         if self.wyoming is not None:
             await self.wyoming.close(SHUTDOWN_GRACE_S)
+        if self.page is not None:  # after the drain: try-it streams got their finals
+            await self.page.stop()
         self.bridge.publish(self.topics.status, "offline", retain=True)
         await self.core.close()
         await self.bridge.stop()

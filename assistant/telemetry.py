@@ -25,11 +25,15 @@ class HardwareMonitor:
 
     def __init__(self, probe: Probe | None = None) -> None:
         self._probe = probe or Probe()
-        psutil.cpu_percent(interval=None)  # primes the counter so the first reading is real
+        # Its own baseline (psutil.cpu_percent keeps one for the whole process): MQTT
+        # telemetry (every interval_s) and the page (every second) each get their interval.
+        self._cpu = _busy_and_total()
 
     def get_cpu_usage(self) -> float:
-        """System CPU use in percent since the previous call."""
-        return float(psutil.cpu_percent(interval=None))
+        """System CPU use in percent since this monitor's previous call."""
+        (busy, total), self._cpu = self._cpu, _busy_and_total()
+        elapsed = self._cpu[1] - total
+        return round(100.0 * (self._cpu[0] - busy) / elapsed, 1) if elapsed > 0 else 0.0
 
     def get_memory_info(self) -> tuple[int, int]:
         """(available MB, total MB), honouring the cgroup memory limit."""
@@ -55,6 +59,13 @@ class HardwareMonitor:
             return 0.0
 
 
+def _busy_and_total() -> tuple[float, float]:
+    """CPU seconds (busy, all) so far; guest time is already counted in user/nice."""
+    times = psutil.cpu_times()
+    total = sum(times) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+    return total - times.idle - getattr(times, "iowait", 0.0), total
+
+
 class Telemetry:
     """What `{base}/telemetry` publishes: the machine, the core and the MQTT link."""
 
@@ -75,8 +86,11 @@ class Telemetry:
         self.started = time.monotonic()
         self._counters = counters
 
-    def payload(self) -> dict[str, Any]:
-        monitor, stats, worker = self.monitor, self.core.stats(), self.core.worker
+    def payload(self, monitor: HardwareMonitor | None = None) -> dict[str, Any]:
+        """`monitor`: another caller's own (the page samples every second, MQTT every
+        interval_s; each CPU percent covers its caller's interval)."""
+        monitor = monitor or self.monitor
+        stats, worker = self.core.stats(), self.core.worker
         connects, invalid = self._counters()
         available, total = monitor.get_memory_info()
         return {

@@ -40,6 +40,9 @@ command -v apparmor_parser >/dev/null 2>&1 || [ -x /sbin/apparmor_parser ] || mi
 # that runs the s6 `run` script in tests/test_addon.py.
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v jq >/dev/null 2>&1 || missing+=(jq)
+# The page's browser tests drive Debian's Chromium through Playwright (never a browser
+# download: Playwright is pointed at /usr/bin/chromium).
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]} with apt-get"
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

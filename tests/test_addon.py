@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
-from assistant.config import WyomingConfig, load_config, parse_config
+from assistant.config import WebConfig, WyomingConfig, load_config, parse_config
 from assistant.supervisor_api import is_manual_broker
 from tests.supervisor_double import SupervisorDouble, serving
 
@@ -137,11 +137,22 @@ def test_wyoming_is_discoverable_on_the_service_port() -> None:
     assert set(translations["network"]) == set(config["ports"])
 
 
-def test_security_rating_is_six() -> None:
+def test_security_rating_is_eight() -> None:
     config = manifest()
     assert not FORBIDDEN_KEYS & set(config), FORBIDDEN_KEYS & set(config)
     assert (ADDON / "apparmor.txt").is_file()
-    assert security_rating(config, custom_apparmor=True) == 6
+    # 5, +1 for the AppArmor profile, +2 for ingress: the highest rating.
+    assert security_rating(config, custom_apparmor=True) == 8
+    without_ingress = {k: v for k, v in config.items() if k != "ingress"}
+    assert security_rating(without_ingress, custom_apparmor=True) == 6
+
+
+def test_ingress_serves_the_page_on_the_service_port() -> None:
+    config = manifest()
+    assert config["ingress"] is True
+    assert config["ingress_port"] == WebConfig().port  # the listener's default port
+    assert f"{config['ingress_port']}/tcp" not in config["ports"]  # never on the host
+    assert config["panel_icon"].startswith("mdi:") and config["panel_title"].strip()
 
 
 def test_repository_file() -> None:

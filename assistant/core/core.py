@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from assistant.config import Config
+from assistant.core.events import Finished
 from assistant.core.flight import Flight
 from assistant.core.prompt import generation_request
 from assistant.core.request import Request
@@ -45,6 +46,8 @@ class Core:
         self.scheduler = TaskScheduler(worker, config.scheduler, max_batch, clock)
         self.sessions = SessionStore(config.sessions, context_tokens * CHARS_PER_TOKEN, clock)
         self.started = False
+        # Told every request's one final (the page's recent requests); must not raise.
+        self.observers: list[Callable[[Request, Finished], None]] = []
         self._model_id = model_id
         self._clock = clock
 
@@ -82,6 +85,8 @@ class Core:
             timeout_s=request.timeout_s,
             clock=self._clock,
         )
+        if self.observers:
+            flight.when_final(lambda done: self._observe(request, done))
         if not self.started:  # shutting_down is the scheduler's to decide
             return self.scheduler.refuse(flight, "busy", "the service is starting")
         try:
@@ -114,6 +119,11 @@ class Core:
 
     async def close(self) -> None:
         await self.worker.stop()
+
+    def _observe(self, request: Request, flight: Flight) -> None:
+        if flight.outcome is not None:
+            for observer in self.observers:
+                observer(request, flight.outcome)
 
     def _remember(self, request: Request, flight: Flight) -> None:
         """Only a successful reply becomes a turn of its session."""
