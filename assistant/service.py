@@ -254,7 +254,9 @@ class Service:
         invalid = self.mqtt.invalid_total
         if self.http is not None:
             invalid += self.http.stats.invalid_total
-        return self.bridge.connects, invalid
+        # The page samples from before the MQTT link exists (no connects yet).
+        connects = self._bridge.connects if self._bridge is not None else 0
+        return connects, invalid
 
     def _healthy(self) -> bool:
         return self.bridge.connected and self.core.worker.worker_ready

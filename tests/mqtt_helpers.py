@@ -205,6 +205,10 @@ class Client:
         with contextlib.suppress(Exception):
             self.client.disconnect()
         self.client.loop_stop()
+        # paho closes its wake-up socket pair only in __del__; when the client is
+        # collected in a cycle the sockets may go first and warn (ResourceWarning, an
+        # error under filterwarnings): close them now, with paho's own reset.
+        self.client._reset_sockets(sockpair_only=True)
 
 
 def _no_delay(_c: mqtt.Client, _u: Any, sock: Any) -> None:

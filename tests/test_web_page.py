@@ -28,12 +28,14 @@ WAIT_MS = 30_000
 
 @pytest.fixture(scope="module")
 def service(
-    mosquitto: Broker, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    mosquitto: Broker, real_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServiceProcess]:
-    # Greedy, and long enough to cancel mid-reply.
-    engine = {"max_tokens": 4096, "context_tokens": 2048, "temperature": 0.0}
+    # The real default model: a reply that runs for seconds (the tiny one writes 2,000
+    # tokens in a third of a second, faster than a click), and readable text in the
+    # screenshot. Greedy (ServiceProcess's default).
+    engine = {"max_tokens": 4096, "context_tokens": 4096}
     workdir = tmp_path_factory.mktemp("page")
-    with page_service(mosquitto, tiny_model_dir, workdir, config={"engine": engine}) as svc:
+    with page_service(mosquitto, real_model_dir, workdir, config={"engine": engine}) as svc:
         yield svc
 
 

@@ -117,13 +117,10 @@ def test_the_page_cannot_cancel_another_front_ends_request(
         client.wait_for(f"{base}/reply/stream")  # it is running
         status, _ = request(port, "POST", "/api/try/mqtt-long/cancel", body=b"")
         assert status == 404
-        # Still running after the page's attempt: ten more chunks arrive...
-        seen = len(client.messages(f"{base}/reply/stream"))
-        client.wait_for(f"{base}/reply/stream", count=seen + 10)
-        # ...and only its own front end's cancel ends it.
-        client.publish(f"{base}/cancel", {"id": "mqtt-long"})
+        assert not client.messages(final_for("mqtt-long"))  # the attempt came mid-reply
+        # Had the page's cancel reached it, it would end "cancelled" after a few tokens.
         final = client.wait_for(final_for("mqtt-long"))[0].json()
-        assert final["finish_reason"] == "cancelled"
+        assert final["finish_reason"] == "length", final["usage"]
     finally:
         client.close()
 
