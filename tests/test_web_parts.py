@@ -5,6 +5,7 @@ rule. The page itself, in a browser against the real service: tests/test_web_pag
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from assistant.errors import RequestError
 from assistant.web.app import INGRESS_PEER, INGRESS_PEER_ENV, listener_for
 from assistant.web.history import SERIES, History, point_from_telemetry
 from assistant.web.requests_log import RequestLog
-from assistant.web.tryit import DEMO_TOOLS, MAX_TEXT, TryBodyError, parse_try
+from assistant.web.tryit import DEMO_TOOLS, MAX_TEXT, TryBodyError, TryStream, parse_try
 
 
 def payload(**overrides: Any) -> dict[str, Any]:
@@ -157,3 +158,40 @@ def test_closing_ends_every_subscription() -> None:
             return [await first.get(), await second.get()]
 
     assert asyncio.run(scenario()) == [None, None]
+
+
+def lines_of(chunks: list[bytes]) -> list[dict[str, Any]]:
+    return [json.loads(chunk) for chunk in chunks]
+
+
+def test_try_stream_shows_each_tool_call_when_its_tag_closes() -> None:
+    stream = TryStream(DEMO_TOOLS)
+    call = '<tool_call>{"name": "HassTurnOn", "arguments": {"name": "Kitchen"}}</tool_call>'
+    pieces = ["Sure. ", "<tool_", call[len("<tool_") : 40], call[40:], " done"]
+    seen = [lines_of(stream.delta(piece)) for piece in pieces]
+    assert seen[0] == [{"type": "delta", "text": "Sure. "}]
+    assert seen[1] == [] and seen[2] == []  # a tag in the making is held back
+    assert seen[3] == [
+        {"type": "tool_call", "name": "HassTurnOn", "arguments": {"name": "Kitchen"}}
+    ]  # as it happens: before the final
+    assert seen[4] == []  # after a call, nothing more is streamed as text
+    text = "".join(pieces)
+    timing = Timing(queued_ms=0.0, first_token_ms=1.0, total_ms=2.0, tokens_per_s=3.0)
+    done = Finished("r", GenerationResult("r", text, "stop", Usage(1, 2), timing))
+    final = lines_of(stream.final(done))
+    assert [line["type"] for line in final] == ["final"]  # the call is not shown twice
+    assert final[0]["finish_reason"] == "tool_calls"
+
+
+def test_try_stream_without_tools_passes_text_through() -> None:
+    stream = TryStream(())
+    assert lines_of(stream.delta("<tool_call>x")) == [{"type": "delta", "text": "<tool_call>x"}]
+    final = lines_of(stream.final(Finished("r", error=RequestError("busy", "full"))))
+    assert final == [
+        {
+            "type": "final",
+            "id": "r",
+            "finish_reason": None,
+            "error": {"code": "busy", "message": "full"},
+        }
+    ]

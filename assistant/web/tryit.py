@@ -17,6 +17,8 @@ from aiohttp import web
 from assistant.core.api import CoreApi, Handle
 from assistant.core.events import Delta, Finished, ToolCall
 from assistant.core.request import Request, Tool
+from assistant.core.tool_calls import ToolTextFilter, parse_tool_calls
+from assistant.core.tool_prompt import TOOL_CALL_CLOSE
 
 LOG = logging.getLogger(__name__)
 MAX_TEXT = 4000  # characters of a try-it prompt
@@ -68,15 +70,16 @@ def _tool_line(call: ToolCall) -> bytes:
     return _line("tool_call", name=call.name, arguments=call.arguments)
 
 
-def _final_line(event: Finished) -> bytes:
+def _final_line(event: Finished, calls: int) -> bytes:
     result, error = event.result, event.error
     if result is None:
         err = {"code": error.code, "message": error.message} if error else None
         return _line("final", id=event.id, finish_reason=None, error=err)
+    reason = "tool_calls" if calls and result.finish_reason == "stop" else result.finish_reason
     return _line(
         "final",
         id=event.id,
-        finish_reason=result.finish_reason,
+        finish_reason=reason,
         usage={
             "prompt_tokens": result.usage.prompt_tokens,
             "completion_tokens": result.usage.completion_tokens,
@@ -88,6 +91,47 @@ def _final_line(event: Finished) -> bytes:
         },
         error=None,
     )
+
+
+class TryStream:
+    """The core's events as the page's lines. With tools offered, the call markup is held
+    back from the text (as the HTTP API does) and each call is shown as soon as its
+    closing tag arrives, not only with the final."""
+
+    def __init__(self, tools: tuple[Tool, ...]) -> None:
+        self._tools = tools
+        self._filter = ToolTextFilter() if tools else None
+        self._text = ""
+        self._sent = 0  # tool calls already shown
+
+    def delta(self, text: str) -> list[bytes]:
+        if self._filter is None:
+            return [_line("delta", text=text)]
+        self._text += text
+        shown = self._filter.push(text)
+        lines = [_line("delta", text=shown)] if shown else []
+        end = self._text.rfind(TOOL_CALL_CLOSE)
+        if self._filter.in_call and end >= 0:
+            lines += self._new_calls(self._text[: end + len(TOOL_CALL_CLOSE)])
+        return lines
+
+    def final(self, event: Finished) -> list[bytes]:
+        lines: list[bytes] = []
+        if self._filter is not None and (rest := self._filter.flush()):
+            lines.append(_line("delta", text=rest))
+        result = event.result
+        if result is not None and result.tool_calls:  # the core's own (constrained) calls
+            lines += [_tool_line(call) for call in result.tool_calls[self._sent :]]
+            self._sent = max(self._sent, len(result.tool_calls))
+        elif result is not None and self._tools:
+            lines += self._new_calls(result.text)
+        return [*lines, _final_line(event, self._sent)]
+
+    def _new_calls(self, text: str) -> list[bytes]:
+        _, calls = parse_tool_calls(text, self._tools)
+        new = calls[self._sent :]
+        self._sent = max(self._sent, len(calls))
+        return [_tool_line(call) for call in new]
 
 
 class TryIt:
@@ -110,7 +154,7 @@ class TryIt:
         )
         finished = False
         try:
-            await self._stream(request, response, handle)
+            await self._stream(request, response, handle, ask.tools)
             finished = True
         except ConnectionResetError:
             LOG.info("try-it %s: the page went away; cancelling", handle.id)
@@ -121,17 +165,19 @@ class TryIt:
         return response
 
     async def _stream(
-        self, request: web.Request, response: web.StreamResponse, handle: Handle
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        handle: Handle,
+        tools: tuple[Tool, ...],
     ) -> None:
         await response.prepare(request)
         await response.write(_line("start", id=handle.id))
+        stream = TryStream(tools)
         async for event in handle.events():
-            if isinstance(event, Delta):
-                await response.write(_line("delta", text=event.text))
-                continue
-            for call in event.result.tool_calls if event.result else ():
-                await response.write(_tool_line(call))
-            await response.write(_final_line(event))
+            lines = stream.delta(event.text) if isinstance(event, Delta) else stream.final(event)
+            for line in lines:
+                await response.write(line)
         await response.write_eof()
 
     async def cancel(self, request: web.Request) -> web.Response:
