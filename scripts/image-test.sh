@@ -73,4 +73,7 @@ if [ "${ARM64}" = 1 ]; then
 else
     echo "image-test: arm64 smoke test skipped (EA_IMAGE_ARM64=0)"
 fi
+# Every changed input leaves untagged layers behind (~2 GB a build): drop those older
+# than two days, and keep the recent ones, which are the build cache of the next run.
+podman image prune --force --filter until=48h >/dev/null
 echo "image-test: done; image size ${size_mb} MB"
