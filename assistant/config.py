@@ -137,6 +137,15 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class ToolsConfig:
+    """Requests with tools: `grounding` limits names, areas and domains in calls to HA's
+    Static Context; `decide` chooses text or a call before generating (core/act.py)."""
+
+    grounding: bool = True
+    decide: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     log_level: str = "info"
     mqtt: MqttConfig = MqttConfig()
@@ -151,6 +160,7 @@ class Config:
     wyoming: WyomingConfig = WyomingConfig()
     web: WebConfig = WebConfig()
     http: HttpConfig = HttpConfig()
+    tools: ToolsConfig = ToolsConfig()
     source: str = "built-in defaults"  # where the values came from, for logs and doctor
 
     def public_dict(self) -> dict[str, Any]:
@@ -204,6 +214,7 @@ _SECTIONS: dict[str, Any] = {
     "sessions": SessionsConfig,
     "wyoming": WyomingConfig,
     "web": WebConfig,
+    "tools": ToolsConfig,
 }
 
 

@@ -194,6 +194,10 @@ SCHEMA = vol.Schema(
             vol.Optional("port"): _int(1, 65535),
             vol.Optional("api_key"): _optional(_str(1, 256)),
         },
+        vol.Optional("tools", default={}): {
+            vol.Optional("grounding"): _bool,
+            vol.Optional("decide"): _bool,
+        },
     }
 )
 

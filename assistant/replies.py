@@ -9,10 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from assistant.core.events import GenerationResult, Timing, Usage
+from assistant.core.events import GenerationResult, Timing, ToolCall, Usage
 from assistant.errors import RequestError
 
 FINISH_REASONS = ("stop", "length", "cancelled", "tool_calls")
+
+
+def calls_payload(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
+    return [{"name": c.name, "arguments": c.arguments} for c in calls]
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,7 @@ class Reply:
     usage: Usage
     timing: Timing
     session: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()  # present in the payload only when there are calls
 
     @classmethod
     def of(cls, result: GenerationResult, model: str, session: str | None = None) -> Reply:
@@ -37,6 +42,7 @@ class Reply:
             result.usage,
             result.timing,
             session,
+            result.tool_calls,
         )
 
     def to_payload(self) -> dict[str, Any]:
@@ -56,6 +62,7 @@ class Reply:
                 "total_ms": self.timing.total_ms,
                 "tokens_per_s": self.timing.tokens_per_s,
             },
+            **({"tool_calls": calls_payload(self.tool_calls)} if self.tool_calls else {}),
         }
 
     @classmethod
@@ -75,6 +82,10 @@ class Reply:
                     float(timing["tokens_per_s"]),
                 ),
                 session=payload.get("session"),
+                tool_calls=tuple(
+                    ToolCall(str(c["name"]), dict(c["arguments"]))
+                    for c in payload.get("tool_calls", [])
+                ),
             )
         except (KeyError, TypeError) as err:
             raise ValueError(f"not a reply object: {err}") from err

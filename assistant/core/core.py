@@ -14,6 +14,7 @@ from pathlib import Path
 
 from assistant.config import Config
 from assistant.core.events import Finished
+from assistant.core.constrained import ToolPolicy
 from assistant.core.flight import Flight
 from assistant.core.prompt import generation_request
 from assistant.core.request import Request
@@ -91,7 +92,8 @@ class Core:
             return self.scheduler.refuse(flight, "busy", "the service is starting")
         try:
             history = self.sessions.history(request.session) if request.text else ()
-            flight.generation = generation_request(request, self.config.engine, history)
+            tools = ToolPolicy(self.config.tools.grounding, self.config.tools.decide)
+            flight.generation = generation_request(request, self.config.engine, history, tools)
         except RequestError as err:
             return self.scheduler.refuse(flight, err.code, err.message)
         if request.session is not None and request.text is not None:

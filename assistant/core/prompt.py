@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from assistant.config import EngineConfig
+from assistant.core.constrained import DEFAULT_POLICY, ToolPolicy, request_constraint
 from assistant.core.request import Message, Request
 from assistant.core.sessions import Turn
 from assistant.core.tool_prompt import render_messages
@@ -30,17 +31,23 @@ T = TypeVar("T")
 
 
 def generation_request(
-    request: Request, engine: EngineConfig, history: tuple[Turn, ...] = ()
+    request: Request,
+    engine: EngineConfig,
+    history: tuple[Turn, ...] = (),
+    tools: ToolPolicy = DEFAULT_POLICY,
 ) -> GenerationRequest:
     """The engine's request, or RequestError(invalid_request) naming what is wrong."""
     _check(request)
     max_tokens = min(request.max_tokens or engine.max_tokens, engine.max_tokens)
+    constraint = request_constraint(request, engine.system_prompt, tools)
     return GenerationRequest(
         id=request.id,
         messages=chat(request, engine.system_prompt, history),
         max_tokens=max_tokens,
         sampling=sampling(request, engine),
         stop=request.sampling.stop,
+        grammar=constraint.grammar,
+        calls=constraint.calls,
     )
 
 

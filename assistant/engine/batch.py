@@ -14,12 +14,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from assistant.core.events import Delta, Event, Finished, GenerationResult, Timing, Usage
+from assistant.core.events import (
+    Delta,
+    Event,
+    Finished,
+    GenerationResult,
+    Timing,
+    ToolCall,
+    Usage,
+)
+from assistant.engine.constrain import RowConstraint, final_calls
 from assistant.engine.decoder import KVCache
 from assistant.engine.detokenize import TextStream
 from assistant.engine.engine import Engine
 from assistant.engine.request import GenerationRequest
 from assistant.engine.sampling import pick_token
+from assistant.errors import RequestError
 
 # Prompt tokens prefilled per step while other rows are decoding: long enough to keep
 # prefill efficient, short enough that running rows stall for at most ~one prefill chunk.
@@ -52,6 +62,7 @@ class _Row:
     seq: int = 0
     cancelled: bool = False
     finish: str = ""
+    constraint: RowConstraint | None = None  # the grammar the reply must follow, if any
 
 
 class Batch:
@@ -87,7 +98,8 @@ class Batch:
         prompt = self.engine.fit_prompt(request.messages, request.max_tokens)
         self.engine.check_prompt(len(prompt))
         max_new = min(request.max_tokens, self.engine.context_tokens - len(prompt))
-        stop = request.stop
+        constraint = self.engine.constraints().start(request.grammar) if request.grammar else None
+        stop = request.stop if constraint is None else ()  # the grammar says where it ends
         now = time.perf_counter()
         self._pending.append(
             _Row(
@@ -97,6 +109,7 @@ class Batch:
                 rng=np.random.default_rng(request.sampling.seed),
                 max_new=max_new,
                 added=queued_at if queued_at is not None else now,
+                constraint=constraint,
             )
         )
 
@@ -174,6 +187,8 @@ class Batch:
         seen = None
         if row.request.sampling.repetition_penalty != 1.0:
             seen = np.asarray((row.prompt + row.generated)[-PENALTY_WINDOW:], dtype=np.int64)
+        if row.constraint is not None:
+            row.constraint.mask(logits)
         return pick_token(logits, row.request.sampling, row.rng, seen)
 
     def _accept(self, row: _Row, token: int, events: list[Event]) -> None:
@@ -187,12 +202,14 @@ class Batch:
         else:
             row.generated.append(token)
             text = row.stream.push(token)
+            complete = row.constraint is not None and row.constraint.advance(token)
             if row.stream.stopped:
                 row.finish = "stop"
-            elif len(row.generated) >= row.max_new:
-                row.finish = "length"
+            elif complete or len(row.generated) >= row.max_new:
+                row.finish = "stop" if complete else "length"
                 text += row.stream.flush()
-        if text:
+        # A tool call is not streamed as text: it arrives whole in the final result.
+        if text and not (row.request.calls and row.stream.text.startswith("<")):
             events.append(Delta(row.request.id, row.seq, text))
             row.seq += 1
 
@@ -210,10 +227,18 @@ class Batch:
         # The end-of-turn token is not text, nor counted as a completion token's text.
         completion = len(row.generated)
         decode_s = now - row.first_token if row.first_token else 0.0
+        text, reason = row.stream.text, row.finish
+        calls: tuple[ToolCall, ...] = ()
+        if row.constraint is not None:
+            outcome = final_calls(row.constraint, text, reason, row.request.calls)
+            if isinstance(outcome, RequestError):
+                return Finished(row.request.id, error=outcome)
+            text, reason, calls = outcome
         result = GenerationResult(
             id=row.request.id,
-            text=row.stream.text,
-            finish_reason=row.finish,
+            text=text,
+            finish_reason=reason,
+            tool_calls=calls,
             usage=Usage(len(row.prompt), completion),
             timing=Timing(
                 queued_ms=round(((row.started or now) - row.added) * 1000, 1),

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from tokenizers import Tokenizer
 
+from assistant.engine.constrain import Constraints
 from assistant.engine.decoder import Decoder, KVCache
 from assistant.errors import RequestError
 from assistant.model.chat import ChatTemplate
@@ -46,6 +47,13 @@ class Engine:
         self.context_tokens = context_tokens
         self.model_id = model_id
         self._prefix: tuple[list[int], KVCache] | None = None
+        self._constraints: Constraints | None = None
+
+    def constraints(self) -> Constraints:
+        """The grammar compiler and cache, built on the first constrained request."""
+        if self._constraints is None:
+            self._constraints = Constraints(self.tokenizer, self.stop_ids)
+        return self._constraints
 
     def reuse_prefix(self, prompt: list[int]) -> tuple[int, KVCache] | None:
         """The cached KV of the longest prefix `prompt` shares with the previous prompt."""

@@ -28,3 +28,5 @@ class GenerationRequest:
     max_tokens: int
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop: tuple[str, ...] = ()
+    grammar: str | None = None  # Lark text (core/grammar.py) the reply must match
+    calls: bool = False  # the grammar allows tool calls: read them from the reply

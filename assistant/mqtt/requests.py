@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from assistant.core.prompt import MAX_TEXT  # checked here too, to answer with the id
 from assistant.core.request import Request, Sampling, new_id
+from assistant.mqtt.tool_fields import ToolFieldError, parse_tool_fields
 from assistant.mqtt.topics import valid_level
 
 MAX_PAYLOAD = 256 * 1024  # bytes; checked before decoding
@@ -183,6 +184,11 @@ def parse_request(payload: bytes, source: str | None = None) -> AskMessage:
     sampling = _sampling(obj, rid)
     stream = _stream(obj, rid)
     reply_to = _field(obj, "reply_to", "str", rid)
+    try:
+        tools, schema = parse_tool_fields(obj)
+    except ToolFieldError as err:
+        raise BadRequest(str(err), rid) from None
+    options |= {"tools": tools, "output_schema": schema}
     request = Request(rid or new_id(), "mqtt", client, text, sampling=sampling, **options)
     return AskMessage(request, stream, reply_to)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from assistant.core.events import ToolCall
 from assistant.engine.request import SamplingParams
 from assistant.ipc import MAX_FRAME, ProtocolError
 
@@ -104,3 +105,32 @@ def get_sampling(payload: Payload) -> SamplingParams:
         repetition_penalty=get_num(payload, "repetition_penalty", maximum=100.0),
         seed=get_optional_int(payload, "seed"),
     )
+
+
+MAX_CALLS = 16  # tool calls accepted in one result
+
+
+def calls_payload(calls: tuple[ToolCall, ...]) -> list[Payload]:
+    return [{"name": c.name, "arguments": c.arguments} for c in calls]
+
+
+def get_tool_calls(payload: Payload, key: str) -> tuple[ToolCall, ...]:
+    """Tool calls of a result (absent: none): a name and an object of arguments each."""
+    value = payload.get(key, [])
+    if not isinstance(value, list) or len(value) > MAX_CALLS:
+        raise ProtocolError(f"field {key!r} must be a list of at most {MAX_CALLS} calls")
+    calls = []
+    for call in value:
+        if not isinstance(call, dict) or not isinstance(call.get("arguments"), dict):
+            raise ProtocolError("a tool call must be an object with 'name' and 'arguments'")
+        calls.append(ToolCall(get_str(call, "name", 64), call["arguments"]))
+    return tuple(calls)
+
+
+def json_ready(value: Any) -> Any:
+    """Tuples as lists, as they come back from JSON (so a frame equals its own decoding)."""
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return value

@@ -14,11 +14,12 @@ from typing import Any, ClassVar, Literal, TypeVar, get_args
 from assistant.core.events import Delta, GenerationResult, Timing, Usage
 from assistant.engine.request import GenerationRequest
 from assistant.errors import RequestError
-from assistant.ipc import ProtocolError
+from assistant.ipc import MAX_FRAME, ProtocolError
 from assistant.worker.fields import (
     MAX_TEXT,
     MAX_TOKENS,
     Payload,
+    calls_payload,
     check_type,
     get_bool,
     get_int,
@@ -30,11 +31,13 @@ from assistant.worker.fields import (
     get_sampling,
     get_str,
     get_str_list,
+    get_tool_calls,
+    json_ready,
 )
 
 MAX_STOPS = 64
 T = TypeVar("T")
-FinishReason = Literal["stop", "length", "cancelled"]
+FinishReason = Literal["stop", "length", "cancelled", "tool_calls"]
 WorkerErrorCode = Literal["prompt_too_long", "invalid_request", "engine_failure"]
 
 
@@ -107,15 +110,7 @@ class GenerateFrame:
     request: GenerationRequest
 
     def to_payload(self) -> Payload:
-        r = self.request
-        return {
-            "type": self.TYPE,
-            "id": r.id,
-            "messages": [list(m) for m in r.messages],
-            "max_tokens": r.max_tokens,
-            "sampling": asdict(r.sampling),
-            "stop": list(r.stop),
-        }
+        return {"type": self.TYPE, **json_ready(asdict(self.request))}
 
     @classmethod
     def from_payload(cls, payload: Payload) -> GenerateFrame:
@@ -127,6 +122,8 @@ class GenerateFrame:
                 max_tokens=get_int(payload, "max_tokens", maximum=MAX_TOKENS),
                 sampling=get_sampling(get_object(payload, "sampling")),
                 stop=get_str_list(payload, "stop", MAX_STOPS, 256),
+                grammar=get_optional_str(payload, "grammar", MAX_FRAME),
+                calls=get_bool(payload, "calls", False),
             )
         )
 
@@ -186,7 +183,7 @@ class DeltaFrame:
 
 @dataclass(frozen=True)
 class ResultFrame:
-    """Worker → parent: the end of one request (tool calls are not produced by the worker)."""
+    """Worker → parent: the end of one request, with its tool calls (constrained decoding)."""
 
     TYPE: ClassVar[str] = "result"
     result: GenerationResult
@@ -200,6 +197,7 @@ class ResultFrame:
             "finish_reason": r.finish_reason,
             **asdict(r.usage),
             **asdict(r.timing),
+            "tool_calls": calls_payload(r.tool_calls),
         }
 
     @classmethod
@@ -216,7 +214,9 @@ class ResultFrame:
             tokens_per_s=get_num(payload, "tokens_per_s"),
         )
         text = get_str(payload, "text", MAX_TEXT)
-        return cls(GenerationResult(get_str(payload, "id", 64), text, reason, usage, timing))
+        calls = get_tool_calls(payload, "tool_calls")
+        rid = get_str(payload, "id", 64)
+        return cls(GenerationResult(rid, text, reason, usage, timing, tool_calls=calls))
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,8 @@ TRUSTED_MODULES = (
     "jinja2.ext",
     "pprint",
     "encodings.unicode_escape",
+    "llguidance",  # grammar-constrained decoding (engine/constrain.py)
+    "assistant.core.grammar",
     "assistant.engine.batch",
     "assistant.engine.engine",
     "assistant.model.manager",
@@ -120,6 +122,7 @@ def confinement_now() -> dict[str, int]:
 def _load(spec: StartSpec, folder: Path, in_memory: bool) -> Any:
     """Load the model from `folder` and run one short warm-up generation through every
     code path a request takes, so that the first real request pays no first-call costs."""
+    from assistant.core.grammar import short_text_grammar  # noqa: PLC0415
     from assistant.engine.batch import Batch  # noqa: PLC0415
     from assistant.engine.engine import Engine  # noqa: PLC0415
     from assistant.engine.request import GenerationRequest, SamplingParams  # noqa: PLC0415
@@ -134,6 +137,9 @@ def _load(spec: StartSpec, folder: Path, in_memory: bool) -> Any:
     sampling = SamplingParams(temperature=0.7, top_k=20, top_p=0.9, repetition_penalty=1.1)
     warmup = Batch(engine, 1)
     warmup.add(GenerationRequest("warmup", (("user", "Hi"),), 2, sampling, ("\n\n",)))
+    # The grammar path too: llguidance's token index is built now, not on HA's first turn.
+    grammar = short_text_grammar()
+    warmup.add(GenerationRequest("warmup-grammar", (("user", "Hi"),), 2, grammar=grammar))
     while warmup.busy:
         warmup.step()
     return engine
