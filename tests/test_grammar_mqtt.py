@@ -15,7 +15,6 @@ from tests.conftest import Broker
 from tests.grammar_cases import ha_first_turn, system_prompt
 from tests.mqtt_helpers import Client, ServiceProcess, final_for, listening, serving
 
-
 pytestmark = pytest.mark.slow
 
 
