@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from assistant.config import Config
-from assistant.core.events import Finished
 from assistant.core.constrained import ToolPolicy
+from assistant.core.events import Finished
 from assistant.core.flight import Flight
 from assistant.core.prompt import generation_request
 from assistant.core.request import Request
