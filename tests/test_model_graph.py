@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -9,9 +10,11 @@ import numpy as np
 import onnx
 import pytest
 
+from assistant.convert.exact import GROUPS, read_blocks
 from assistant.convert.gguf_loader import load_gguf
 from assistant.convert.graph import build_decoder
 from assistant.convert.optimize import optimize_offline
+from assistant.convert.prepare_gguf import build_gguf_graph
 from assistant.convert.quantize import quantize_int8
 from assistant.convert.smooth import collect_stats, smooth
 from assistant.model.feeds import empty_past, every_position
@@ -27,7 +30,13 @@ Built = tuple[Any, TinyWeights, Path]
 def _build(tmp: Path, spec: TinySpec, precision: str) -> Built:
     weights = write_tiny_gguf(tmp / "tiny.gguf", spec)
     model = load_gguf(tmp / "tiny.gguf")
-    proto = build_decoder(model.config, model.weights)
+    if precision.startswith("gguf"):
+        # "gguf-0": every group at level 0 (exact); "gguf-4": int8 activations.
+        level = int(precision.split("-")[1])
+        blocks, _ = read_blocks(tmp / "tiny.gguf")
+        proto = build_gguf_graph(model, blocks, dict.fromkeys(GROUPS, level))
+    else:
+        proto = build_decoder(model.config, model.weights)
     if precision == "int8":
         proto = quantize_int8(proto)
     onnx.save_model(
@@ -45,6 +54,19 @@ def _build(tmp: Path, spec: TinySpec, precision: str) -> Built:
 def fp32(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Built:
     spec = TinySpec() if request.param == "llama" else TinySpec(arch="qwen2", tied=False)
     return _build(tmp_path_factory.mktemp("fp32"), spec, "fp32")
+
+
+@pytest.fixture(
+    scope="module",
+    params=[("llama", "Q4_1"), ("qwen2-untied", "Q4_0"), ("llama", "Q5_1"), ("llama", "Q5_0")],
+    ids="-".join,
+)
+def gguf_exact(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    arch, type_name = request.param
+    spec = TinySpec(matrix_type=type_name)
+    if arch == "qwen2-untied":
+        spec = TinySpec(arch="qwen2", tied=False, matrix_type=type_name)
+    return _build(tmp_path_factory.mktemp("gguf"), spec, "gguf-0")
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +116,31 @@ def test_fp32_prefill_and_decode_match_reference(fp32: Built) -> None:
     actual = _generate_logits(session, PROMPT, CONTINUATION)
     assert expected.std() > 1.0  # the logits are not degenerate
     assert _rel_err(actual, expected) < 1e-4
+
+
+def test_gguf_level_0_matches_reference(gguf_exact: Built) -> None:
+    """The source's own blocks, exactly: as close to the dequantized weights as FP32 is."""
+    session, weights, _ = gguf_exact
+    expected = reference_logits(weights, PROMPT + CONTINUATION)
+    actual = _generate_logits(session, PROMPT, CONTINUATION)
+    assert _rel_err(actual, expected) < 1e-4
+
+
+def test_gguf_graph_is_exact_blocks_with_offsets(gguf_exact: Built) -> None:
+    _, weights, path = gguf_exact
+    ops = Counter(n.op_type for n in onnx.load(path, load_external_data=False).graph.node)
+    assert ops["MatMulNBits"] >= 4 * weights.spec.n_layers  # qkv, o, gate_up, down per layer
+    assert ops["GatherBlockQuantized"] == 1
+    # Q4_1 and Q5_1 carry a minimum: one block-sum term per matmul; Q4_0/Q5_0 none.
+    with_min = weights.spec.matrix_type in {"Q4_1", "Q5_1"}
+    assert (ops["ReduceSum"] >= 4 * weights.spec.n_layers) == with_min
+
+
+def test_gguf_level_4_stays_close_to_reference(tmp_path: Path) -> None:
+    session, weights, _ = _build(tmp_path, TinySpec(matrix_type="Q4_1"), "gguf-4")
+    expected = reference_logits(weights, PROMPT + CONTINUATION)
+    actual = _generate_logits(session, PROMPT, CONTINUATION)
+    assert 1e-6 < _rel_err(actual, expected) < 0.05  # int8 rounding of x, nothing more
 
 
 def test_int8_stays_close_to_reference(int8: Built) -> None:

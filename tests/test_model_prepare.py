@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from assistant.convert import prepare_model
+from assistant.convert.exact import GROUPS
 from assistant.convert.fetch import WHEEL_FILE, fetch_default_gguf
 from assistant.convert.prepare import STEPS, model_id_for
+from assistant.convert.prepare_gguf import SEARCH_ORDER, TARGET_AGREEMENT
 from assistant.model import CorruptModelError, ModelManager, UnsupportedModelError
 from assistant.model.cli import add_model_commands, run_model_command
 from assistant.model.errors import ModelError
@@ -159,3 +161,30 @@ def test_tampered_wheel_in_cache_is_refused(tmp_path: Path) -> None:
 )
 def test_model_ids(name: str, expected: str) -> None:
     assert model_id_for(Path(name), "int8") == expected
+
+
+def test_auto_on_a_quantized_file_keeps_its_own_blocks(tmp_path: Path) -> None:
+    source = tmp_path / "Tiny-Chat.Q4_1.gguf"
+    write_tiny_gguf(source, TinySpec(matrix_type="Q4_1"))
+    folder = prepare_model(tmp_path / "models", source, "auto")
+    manifest = Manifest.read(folder)
+    assert (folder.name, manifest.precision) == ("tiny-chat-gguf", "gguf")
+    record = manifest.quantization
+    assert record is not None
+    assert record["source_types"] == ["F32", "Q4_1", "Q8_0"]
+    assert record["embedding"] == "GGUF Q8_0 codes as they are"
+    # The search starts with every group at level 4 and ends on the recorded choice.
+    steps = record["level_search"]
+    assert steps[0]["levels"] == dict.fromkeys(GROUPS, 4)
+    assert steps[-1]["levels"] == record["accuracy_levels"]
+    reached = steps[-1]["top1_agreement"] >= TARGET_AGREEMENT
+    exhausted = all(record["accuracy_levels"][g] == 0 for g in SEARCH_ORDER)
+    assert reached or exhausted
+    assert manifest.quality is not None and manifest.quality["top1_agreement"] >= 0.85
+
+
+def test_auto_on_a_float_file_is_int8(tmp_path: Path) -> None:
+    source = tmp_path / "Tiny-Chat.F32.gguf"
+    write_tiny_gguf(source, TinySpec(matrix_type="F32"))
+    folder = prepare_model(tmp_path / "models", source, "auto")
+    assert (folder.name, Manifest.read(folder).precision) == ("tiny-chat-int8", "int8")

@@ -101,6 +101,8 @@ class TinySpec:
     eps: float = 1e-5
     tied: bool = True
     seed: int = 0
+    # GGUF type of the projection matrices (the embedding is always Q8_0).
+    matrix_type: str = "Q8_0"
 
     @property
     def head_dim(self) -> int:
@@ -119,8 +121,8 @@ class TinyWeights:
     tensors: dict[str, F64] = field(default_factory=dict)
 
 
-def _q8_roundtrip(array: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.uint8], F64]:
-    qtype = gguf.GGMLQuantizationType.Q8_0
+def _roundtrip(array: npt.NDArray[np.float32], type_name: str) -> tuple[npt.NDArray[np.uint8], F64]:
+    qtype = gguf.GGMLQuantizationType[type_name]
     packed = gguf.quants.quantize(array, qtype)
     return packed, gguf.quants.dequantize(packed, qtype).reshape(array.shape).astype(np.float64)
 
@@ -149,7 +151,7 @@ def _write_metadata(writer: gguf.GGUFWriter, spec: TinySpec) -> None:
 
 
 def write_tiny_gguf(path: Path, spec: TinySpec | None = None) -> TinyWeights:
-    """Write a random tiny model; matrices go in as Q8_0 to exercise dequantization."""
+    """Write a random tiny model; matrices go in quantized (spec.matrix_type)."""
     spec = spec or TinySpec()
     rng = np.random.default_rng(spec.seed)
     writer = gguf.GGUFWriter(path, spec.arch)
@@ -159,8 +161,9 @@ def write_tiny_gguf(path: Path, spec: TinySpec | None = None) -> TinyWeights:
 
     def matrix(name: str, rows: int, cols: int, scale: float) -> None:
         array = (rng.standard_normal((rows, cols)) * scale).astype(np.float32)
-        packed, exact = _q8_roundtrip(array)
-        writer.add_tensor(name, packed, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        type_name = "Q8_0" if name == "token_embd.weight" else spec.matrix_type
+        packed, exact = _roundtrip(array, type_name)
+        writer.add_tensor(name, packed, raw_dtype=gguf.GGMLQuantizationType[type_name])
         weights.tensors[name] = exact
 
     def vector(name: str, size: int, base: float, scale: float) -> None:

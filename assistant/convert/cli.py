@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import TextIO, cast
+from typing import Literal, TextIO, cast
 
 from assistant.convert.prepare import prepare_model
 from assistant.model.manifest import Precision
@@ -41,7 +41,7 @@ class StepProgress:
 def run_prepare(models_dir: Path, gguf: Path | None, precision: str) -> Path:
     """Prepare with progress lines; prints the folder on stdout. Raises ModelError."""
     progress = StepProgress()
-    path = prepare_model(models_dir, gguf, cast(Precision, precision), progress)
+    path = prepare_model(models_dir, gguf, cast("Precision | Literal['auto']", precision), progress)
     progress.done(path)
     print(path)
     return path

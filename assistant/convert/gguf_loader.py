@@ -106,7 +106,8 @@ class GgufModel:
     vocab: GgufVocab
 
 
-def _reader(path: Path) -> Any:
+def open_reader(path: Path) -> Any:
+    """gguf.GGUFReader on the file; an unreadable file is a CorruptModelError."""
     import gguf  # noqa: PLC0415 - heavy import, only needed when preparing a model
 
     if not path.is_file():
@@ -264,7 +265,7 @@ def read_vocab(reader: Any) -> GgufVocab:
 
 def load_gguf(path: Path) -> GgufModel:
     """Read config, weights and vocabulary; raises CorruptModelError / UnsupportedModelError."""
-    reader = _reader(path)
+    reader = open_reader(path)
     config = read_config(reader)
     vocab = read_vocab(reader)
     if len(vocab.tokens) != config.vocab:

@@ -24,41 +24,39 @@ How GroupQueryAttention (CPU, separate past/present buffers) uses them:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from assistant.convert.ggml_blocks import BlockMatrix
 from assistant.convert.gguf_loader import F32, LlamaConfig, LlamaWeights
+from assistant.convert.graph_io import (
+    MS_DOMAIN,
+    assemble,
+    past_key,
+    past_value,
+    present_key,
+    present_value,
+)
+from assistant.convert.nbits import nbits_linear
 from assistant.model.io_names import ATTENTION_MASK, INPUT_IDS, LOGITS, LOGITS_TO_KEEP
 
 EMBED_WEIGHT = "model.embed_tokens.weight"
 LM_HEAD_WEIGHT = "lm_head.weight_t"
 EMBED_NODE = "/model/embed_tokens/Gather"
 LM_HEAD_NODE = "/lm_head/MatMul"
-OPSET = 21
-MS_DOMAIN = "com.microsoft"
-
-
-def past_key(i: int) -> str:
-    """Input name of layer i's cached keys."""
-    return f"past_key_values.{i}.key"
-
-
-def past_value(i: int) -> str:
-    """Input name of layer i's cached values."""
-    return f"past_key_values.{i}.value"
-
-
-def present_key(i: int) -> str:
-    """Output name of layer i's keys after this step."""
-    return f"present.{i}.key"
-
-
-def present_value(i: int) -> str:
-    """Output name of layer i's values after this step."""
-    return f"present.{i}.value"
+LM_HEAD_EXACT = "lm_head"  # `exact` key of an untied output projection
+_MS_OPS = {
+    "GroupQueryAttention",
+    "SkipSimplifiedLayerNormalization",
+    "MatMulNBits",
+    "GatherBlockQuantized",
+}
+# Graph name of a projection -> its exact block encoding and MatMulNBits accuracy level.
+ExactWeights = Mapping[str, tuple[BlockMatrix, int]]
 
 
 def rotary_cache(config: LlamaConfig, max_positions: int) -> tuple[F32, F32]:
@@ -74,8 +72,9 @@ def rotary_cache(config: LlamaConfig, max_positions: int) -> tuple[F32, F32]:
 class _GraphBuilder:
     """Accumulates nodes and initializers; one method per block of the decoder."""
 
-    def __init__(self, config: LlamaConfig) -> None:
+    def __init__(self, config: LlamaConfig, exact: ExactWeights | None = None) -> None:
         self.config = config
+        self.exact = exact or {}
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[TensorProto] = []
 
@@ -93,16 +92,18 @@ class _GraphBuilder:
         **attrs: Any,
     ) -> list[str]:
         outputs = outputs or [f"{name}/output_{k}" for k in range(n_out)]
-        domain = (
-            MS_DOMAIN if op in {"GroupQueryAttention", "SkipSimplifiedLayerNormalization"} else ""
-        )
+        domain = MS_DOMAIN if op in _MS_OPS else ""
         self.nodes.append(helper.make_node(op, inputs, outputs, name=name, domain=domain, **attrs))
         return outputs
 
-    def linear(self, x: str, w: F32, name: str, bias: F32 | None = None) -> str:
-        """x @ w.T (+ bias); w is [out, in] as stored in GGUF, the graph holds [in, out]."""
-        w_name = self.weight(f"{name}.weight", w.T)
-        (y,) = self.node("MatMul", [x, w_name], f"/{name}/MatMul")
+    def linear(self, x: str, w: Callable[[], F32], name: str, bias: F32 | None = None) -> str:
+        """x @ w.T (+ bias); w() is [out, in] as stored in GGUF, the graph holds [in, out].
+        A projection with an exact block encoding becomes MatMulNBits (w() is not called)."""
+        if name in self.exact:
+            matrix, level = self.exact[name]
+            y = nbits_linear(self, x, matrix, name, level)
+        else:
+            (y,) = self.node("MatMul", [x, self.weight(f"{name}.weight", w().T)], f"/{name}/MatMul")
         if bias is not None:
             (y,) = self.node("Add", [y, self.weight(f"{name}.bias", bias)], f"/{name}/Add")
         return y
@@ -125,11 +126,15 @@ class _GraphBuilder:
     ) -> str:
         cfg, layer = self.config, weights.layers[i]
         # One packed QKV projection: GQA splits it itself when key/value inputs are empty.
-        wqkv = np.concatenate([layer.wq, layer.wk, layer.wv], axis=0)
         bias = None
         if layer.bq is not None and layer.bk is not None and layer.bv is not None:
             bias = np.concatenate([layer.bq, layer.bk, layer.bv])
-        qkv = self.linear(x, wqkv, f"model.layers.{i}.attn.qkv_proj", bias)
+        qkv = self.linear(
+            x,
+            lambda: np.concatenate([layer.wq, layer.wk, layer.wv], axis=0),
+            f"model.layers.{i}.attn.qkv_proj",
+            bias,
+        )
         name = f"/model/layers.{i}/attn/GroupQueryAttention"
         inputs = [qkv, "", "", past_key(i), past_value(i), *mask, *rotary]
         attn, _, _ = self.node(
@@ -143,17 +148,24 @@ class _GraphBuilder:
             rotary_interleaved=int(cfg.rope_interleaved),
             scale=float(1.0 / np.sqrt(cfg.head_dim)),
         )
-        return self.linear(attn, layer.wo, f"model.layers.{i}.attn.o_proj")
+        return self.linear(attn, lambda: layer.wo, f"model.layers.{i}.attn.o_proj")
 
     def mlp(self, i: int, x: str, weights: LlamaWeights) -> str:
         layer = weights.layers[i]
-        gate = self.linear(x, layer.w_gate, f"model.layers.{i}.mlp.gate_proj")
-        up = self.linear(x, layer.w_up, f"model.layers.{i}.mlp.up_proj")
+        fused = f"model.layers.{i}.mlp.gate_up_proj"
+        if fused in self.exact:
+            # One matmul (one block sum of x) for both, split after.
+            both = self.linear(x, lambda: layer.w_gate, fused)
+            sizes = self.weight(f"{fused}.split", np.array([self.config.ffn] * 2, np.int64))
+            gate, up = self.node("Split", [both, sizes], f"/{fused}/Split", n_out=2, axis=-1)
+        else:
+            gate = self.linear(x, lambda: layer.w_gate, f"model.layers.{i}.mlp.gate_proj")
+            up = self.linear(x, lambda: layer.w_up, f"model.layers.{i}.mlp.up_proj")
         # SiLU as x * sigmoid(x): two plain ops that ORT's optimizer fuses where it can.
         (sig,) = self.node("Sigmoid", [gate], f"/model/layers.{i}/mlp/act/Sigmoid")
         (act,) = self.node("Mul", [gate, sig], f"/model/layers.{i}/mlp/act/Mul")
         (prod,) = self.node("Mul", [act, up], f"/model/layers.{i}/mlp/Mul")
-        return self.linear(prod, layer.w_down, f"model.layers.{i}.mlp.down_proj")
+        return self.linear(prod, lambda: layer.w_down, f"model.layers.{i}.mlp.down_proj")
 
     def skip_norm(self, x: str, residual: str, gamma: F32, name: str) -> tuple[str, str]:
         """(normed, x + residual) in one fused op."""
@@ -168,10 +180,14 @@ class _GraphBuilder:
 
 
 def build_decoder(
-    config: LlamaConfig, weights: LlamaWeights, max_positions: int | None = None
+    config: LlamaConfig,
+    weights: LlamaWeights,
+    max_positions: int | None = None,
+    exact: ExactWeights | None = None,
 ) -> onnx.ModelProto:
-    """The FP32 decoder; rotary tables cover `max_positions` (default: the model's context)."""
-    b = _GraphBuilder(config)
+    """The FP32 decoder; rotary tables cover `max_positions` (default: the model's context).
+    Projections named in `exact` are MatMulNBits on their GGUF blocks instead."""
+    b = _GraphBuilder(config, exact)
     positions = max_positions or config.context_length
     cos, sin = rotary_cache(config, positions)
     rotary = (b.weight("cos_cache", cos), b.weight("sin_cache", sin))
@@ -206,9 +222,15 @@ def build_decoder(
 
     # The LM head keeps its own [hidden, vocab] copy even when tied: MatMul needs it
     # transposed; the INT8 step folds both back into one shared quantized tensor.
-    lm_name = b.weight(LM_HEAD_WEIGHT, weights.lm_head().T)
-    b.node("MatMul", [_keep_last(b, x), lm_name], LM_HEAD_NODE, outputs=[LOGITS])
-    return _assemble(config, b)
+    kept = _keep_last(b, x)
+    if LM_HEAD_EXACT in b.exact:
+        matrix, level = b.exact[LM_HEAD_EXACT]
+        logits = nbits_linear(b, kept, matrix, LM_HEAD_EXACT, level)
+        b.node("Identity", [logits], "/lm_head/Identity", outputs=[LOGITS])
+    else:
+        lm_name = b.weight(LM_HEAD_WEIGHT, weights.lm_head().T)
+        b.node("MatMul", [kept, lm_name], LM_HEAD_NODE, outputs=[LOGITS])
+    return assemble(config, b.nodes, b.initializers)
 
 
 def _keep_last(b: _GraphBuilder, x: str) -> str:
@@ -228,50 +250,3 @@ def _keep_last(b: _GraphBuilder, x: str) -> str:
     ends = b.weight("/lm_head/keep/ends", np.array([np.iinfo(np.int64).max], dtype=np.int64))
     (kept,) = b.node("Slice", [x, starts, ends, axes], "/lm_head/keep/Slice")
     return kept
-
-
-def _assemble(config: LlamaConfig, b: _GraphBuilder) -> onnx.ModelProto:
-    kv_shape: list[str | int] = [
-        "batch_size",
-        config.n_kv_heads,
-        "past_sequence_length",
-        config.head_dim,
-    ]
-    present_shape: list[str | int] = [
-        "batch_size",
-        config.n_kv_heads,
-        "total_sequence_length",
-        config.head_dim,
-    ]
-    inputs = [
-        helper.make_tensor_value_info(
-            INPUT_IDS, TensorProto.INT64, ["batch_size", "sequence_length"]
-        ),
-        helper.make_tensor_value_info(
-            ATTENTION_MASK, TensorProto.INT64, ["batch_size", "total_sequence_length"]
-        ),
-    ]
-    # 0 = every position (what the plain genai layout returns).
-    inputs.append(helper.make_tensor_value_info(LOGITS_TO_KEEP, TensorProto.INT64, []))
-    outputs = [
-        helper.make_tensor_value_info(
-            LOGITS, TensorProto.FLOAT, ["batch_size", "logits_length", config.vocab]
-        )
-    ]
-    for i in range(config.n_layers):
-        inputs += [
-            helper.make_tensor_value_info(n, TensorProto.FLOAT, kv_shape)
-            for n in (past_key(i), past_value(i))
-        ]
-        outputs += [
-            helper.make_tensor_value_info(n, TensorProto.FLOAT, present_shape)
-            for n in (present_key(i), present_value(i))
-        ]
-    graph = helper.make_graph(b.nodes, "decoder", inputs, outputs, b.initializers)
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)],
-        producer_name="edge-assistant",
-    )
-    model.ir_version = 10
-    return model

@@ -7,10 +7,10 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import onnx
 
@@ -18,6 +18,7 @@ from assistant.convert.fetch import DEFAULT_SOURCE, fetch_default_gguf
 from assistant.convert.gguf_loader import GgufModel, load_gguf
 from assistant.convert.graph import build_decoder
 from assistant.convert.optimize import OPTIMIZATION_LEVEL, graph_stats, optimize_offline
+from assistant.convert.prepare_gguf import search_levels, source_is_quantized
 from assistant.convert.quality import BUILTIN_TEXT, QualityReport, compare
 from assistant.convert.quantize import ACCURACY_LEVEL, EMBED_BLOCK, quantize_int8
 from assistant.convert.smooth import ALPHA as SMOOTH_ALPHA
@@ -139,15 +140,21 @@ def _manifest(
 
 
 def _build(
-    work: Path, gguf: GgufModel, precision: str, step: Callable[[str], None]
-) -> tuple[dict[str, Any], QualityReport]:
-    """Write model.onnx(+.data) and tokenizer.json into work/out; returns graph figures, quality."""
+    work: Path, gguf: GgufModel, precision: str, source: Path, step: Callable[[str], None]
+) -> tuple[dict[str, Any], QualityReport, dict[str, Any] | None]:
+    """Write model.onnx(+.data) and tokenizer.json into work/out; returns graph figures,
+    quality, and the quantization record of a gguf-precision build."""
     out = work / "out"
     step("build")
     _save(build_decoder(gguf.config, gguf.weights), work / "fp32" / MODEL_FILE)
     raw = work / "fp32" / MODEL_FILE
     step("quantize")
-    if precision == "int8":
+    record = None
+    if precision == "gguf":
+        text = CALIBRATION_TEXT + "\n" + BUILTIN_TEXT
+        ids = build_tokenizer(gguf.vocab).encode(text).ids
+        raw, record = search_levels(gguf, source, raw, work, ids, _save)
+    elif precision == "int8":
         raw = work / "int8" / MODEL_FILE
         # More calibration tokens give steadier per-channel maxima (agreement 0.967 with
         # CALIBRATION_TEXT alone, 0.979 with both; benchmarks/RESULTS.md). The verify text is
@@ -170,8 +177,9 @@ def _build(
         "after": asdict(after),
     }
     step("verify")
-    # INT8 is checked against FP32; FP32 against its own unoptimized graph.
-    return graph, _verify(work / "fp32" / MODEL_FILE, out / MODEL_FILE, gguf, BUILTIN_TEXT)
+    # INT8 and GGUF are checked against FP32; FP32 against its own unoptimized graph.
+    quality = _verify(work / "fp32" / MODEL_FILE, out / MODEL_FILE, gguf, BUILTIN_TEXT)
+    return graph, quality, record
 
 
 def _publish(folder: Path, target: Path) -> None:
@@ -191,12 +199,13 @@ def _publish(folder: Path, target: Path) -> None:
 def prepare_model(
     models_dir: Path,
     gguf: Path | None = None,
-    precision: Precision = "int8",
+    precision: Precision | Literal["auto"] = "int8",
     progress: ProgressCallback | None = None,
 ) -> Path:
-    """Build (or find up to date) the model folder for `gguf` (default: SmolLM2-135M-Instruct)."""
-    if precision not in ("int8", "fp32"):
-        raise ModelError(f"unknown precision {precision!r} (int8 or fp32)")
+    """Build (or find up to date) the model folder for `gguf` (default: SmolLM2-135M-Instruct).
+    `auto`: `gguf` (the file's own blocks, exactly) for a quantized source, else `int8`."""
+    if precision not in ("int8", "fp32", "gguf", "auto"):
+        raise ModelError(f"unknown precision {precision!r} (int8, fp32, gguf or auto)")
     index = iter(range(1, len(STEPS) + 1))
 
     def step(name: str) -> None:
@@ -207,6 +216,8 @@ def prepare_model(
     step("fetch")
     source_path = gguf if gguf is not None else fetch_default_gguf()
     gguf_sha = sha256_file(source_path) if source_path.is_file() else ""
+    if precision == "auto":
+        precision = "gguf" if source_is_quantized(source_path) else "int8"
     model_id = model_id_for(source_path, precision)
     target = models_dir / model_id
     if gguf_sha and _is_current(target, gguf_sha):
@@ -221,10 +232,13 @@ def prepare_model(
     # The work dir sits inside models_dir so the final rename stays on one filesystem.
     work = Path(tempfile.mkdtemp(prefix=f".partial-{model_id}-", dir=models_dir))
     try:
-        graph, quality = _build(work, model, precision, step)
+        graph, quality, record = _build(work, model, precision, source_path, step)
         out = work / "out"
+        manifest = _manifest(model_id, model, precision, source, out, graph, quality)
+        if record is not None:
+            manifest = replace(manifest, quantization=record)
         (out / MANIFEST_NAME).write_text(
-            _manifest(model_id, model, precision, source, out, graph, quality).to_json(),
+            manifest.to_json(),
             encoding="utf-8",
         )
         _publish(out, target)

@@ -19,8 +19,8 @@ from assistant.convert.graph import (
     EMBED_WEIGHT,
     LM_HEAD_NODE,
     LM_HEAD_WEIGHT,
-    MS_DOMAIN,
 )
+from assistant.convert.graph_io import MS_DOMAIN
 from assistant.model.errors import ModelError
 
 _LOGGER = logging.getLogger(__name__)
@@ -63,9 +63,15 @@ def _remove(graph: onnx.GraphProto, node_names: set[str], init_names: set[str]) 
     graph.initializer.extend(keep_inits)
 
 
-def quantize_tied_embedding(model: onnx.ModelProto, accuracy_level: int | None) -> bool:
+def quantize_tied_embedding(
+    model: onnx.ModelProto,
+    accuracy_level: int | None,
+    exact: tuple[np.ndarray, np.ndarray] | None = None,
+) -> bool:
     """Replace the embedding Gather (and the LM head when tied) with one shared 8-bit tensor.
 
+    `exact`: the GGUF's own 8-bit codes [vocab, blocks, 32] and scales [vocab, blocks] (a
+    Q8_0 embedding), used as they are instead of requantizing the float weights.
     Returns True when the LM head was rewritten too (the weights were tied).
     """
     graph = model.graph
@@ -76,9 +82,10 @@ def quantize_tied_embedding(model: onnx.ModelProto, accuracy_level: int | None) 
             "hidden size %d is not a multiple of %d; embedding stays FP32", hidden, EMBED_BLOCK
         )
         return False
-    lm_head = numpy_helper.to_array(_initializer(graph, LM_HEAD_WEIGHT))
-    tied = bool(np.array_equal(lm_head.T, embed))
-    codes, scales = quantize_blocks_symmetric(embed, EMBED_BLOCK)
+    # An exactly mapped untied head (MatMulNBits already) has no float initializer.
+    heads = [i for i in graph.initializer if i.name == LM_HEAD_WEIGHT]
+    tied = bool(heads) and bool(np.array_equal(numpy_helper.to_array(heads[0]).T, embed))
+    codes, scales = quantize_blocks_symmetric(embed, EMBED_BLOCK) if exact is None else exact
     gather = next(n for n in graph.node if n.name == EMBED_NODE)
     ids_name, out_name = gather.input[1], gather.output[0]
 
@@ -160,11 +167,11 @@ def quantize_int8(
     quantizer.process()
     result: onnx.ModelProto = quantizer.model.model
     # The quantizer leaves nodes in insertion order; ORT needs a topological order to save.
-    _topological_sort(result.graph)
+    topological_sort(result.graph)
     return result
 
 
-def _topological_sort(graph: onnx.GraphProto) -> None:
+def topological_sort(graph: onnx.GraphProto) -> None:
     available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
     pending = list(graph.node)
     ordered: list[onnx.NodeProto] = []

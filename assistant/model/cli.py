@@ -57,7 +57,13 @@ def add_model_commands(subparsers: Any, parents: Sequence[argparse.ArgumentParse
         help="build the ONNX model folder (default model without --gguf)",
     )
     prepare.add_argument("--gguf", type=Path, default=None, help="a Llama-family GGUF file")
-    prepare.add_argument("--precision", choices=["int8", "fp32"], default="int8")
+    prepare.add_argument(
+        "--precision",
+        choices=["int8", "fp32", "gguf", "auto"],
+        default="int8",
+        help="gguf: the file's own quantized blocks, exactly; auto: gguf for a quantized "
+        "file, else int8",
+    )
     commands.add_parser("list", parents=list(parents), help="the prepared models")
 
 

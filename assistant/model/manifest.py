@@ -15,8 +15,9 @@ MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 # 2: the graph takes `logits_to_keep`. A folder of another format is rebuilt by `prepare`.
 FORMAT_VERSION = 2
-# What `model prepare --precision` accepts (the manifest records the one a folder was built at).
-Precision = Literal["int8", "fp32"]
+# How a folder's weights were built (manifest `precision`): fp32, int8 (8-bit blocks from the
+# float weights), gguf (the source file's own quantized blocks, mapped exactly).
+Precision = Literal["int8", "fp32", "gguf"]
 
 
 def sha256_file(path: Path) -> str:

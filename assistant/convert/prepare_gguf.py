@@ -1,0 +1,118 @@
+"""Precision `gguf`: the source's own quantized blocks, mapped exactly (ggml_blocks, nbits).
+
+Each projection group runs MatMulNBits at accuracy level 4 (int8 activations: fastest per
+token) unless measurement says otherwise: the model is built with every group at level 4,
+compared with the dequantized FP32 reference, and groups move to level 0 (fp32
+activations: exact) one at a time, in `SEARCH_ORDER`, until top-1 agreement reaches
+`TARGET_AGREEMENT`. Every step's figures go into the manifest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from assistant.convert.exact import GROUPS, describe, exact_projections, read_blocks
+from assistant.convert.ggml_blocks import FLOAT_TYPES, BlockMatrix
+from assistant.convert.gguf_loader import GgufModel, open_reader
+from assistant.convert.graph import build_decoder
+from assistant.convert.nbits import EXACT_LEVEL, INT8_ACTIVATIONS_LEVEL
+from assistant.convert.optimize import optimize_offline
+from assistant.convert.quality import QualityReport, compare
+from assistant.convert.quantize import EMBED_BLOCK, quantize_tied_embedding, topological_sort
+from assistant.model.session import open_session
+
+# Agreement the level search aims for on the calibration text (benchmarks/quality.py checks
+# 0.97 on an independent text). The LM head stays at level 4: an 8-bit head has no fast
+# fp32-activation kernel in ORT 1.32 (measured 12 tok/s decode at level 0).
+TARGET_AGREEMENT = 0.975
+SEARCH_ORDER = ("qkv", "gate_up", "o", "down")
+
+
+@dataclass(frozen=True)
+class LevelStep:
+    """One measured configuration of the level search."""
+
+    levels: dict[str, int]
+    quality: QualityReport
+
+
+def source_is_quantized(path: Path) -> bool:
+    """Whether the file's layer weights are block-quantized (what `--precision auto` asks;
+    a quantized embedding alone does not count)."""
+    return any(
+        t.name.startswith("blk.") and t.tensor_type.name not in FLOAT_TYPES
+        for t in open_reader(path).tensors
+    )
+
+
+def build_gguf_graph(
+    gguf: GgufModel, blocks: dict[str, BlockMatrix], levels: dict[str, int]
+) -> onnx.ModelProto:
+    """The decoder with every fully block-quantized projection exact at its group's level;
+    float projections stay MatMul (FP32, exact), and a Q8_0 embedding is used code for code
+    (others are requantized to 8 bits, blocks of 32)."""
+    exact = exact_projections(gguf.config, blocks, levels)
+    model = build_decoder(gguf.config, gguf.weights, exact=exact)
+    embed = _q8_embedding(blocks)
+    quantize_tied_embedding(
+        model, levels["lm_head"], exact=None if embed is None else (embed.packed(), embed.scales)
+    )
+    topological_sort(model.graph)
+    return model
+
+
+def _q8_embedding(blocks: dict[str, BlockMatrix]) -> BlockMatrix | None:
+    embed = blocks.get("token_embd.weight")
+    return embed if embed is not None and (embed.bits, embed.block) == (8, EMBED_BLOCK) else None
+
+
+def search_levels(
+    gguf: GgufModel,
+    source: Path,
+    reference: Path,
+    work: Path,
+    token_ids: list[int],
+    save: Callable[[onnx.ModelProto, Path], None],
+) -> tuple[Path, dict[str, Any]]:
+    """Build, measure, and move groups to level 0 until agreement is reached; returns the
+    (unoptimized) model of the chosen step and the manifest's `quantization` record."""
+    blocks, types = read_blocks(source)
+    levels = dict.fromkeys(GROUPS, INT8_ACTIVATIONS_LEVEL)
+    ref_session = open_session(reference, threads=None)
+    steps: list[LevelStep] = []
+    pending = list(SEARCH_ORDER)
+    while True:
+        raw = work / f"gguf-{len(steps)}" / "model.onnx"
+        save(build_gguf_graph(gguf, blocks, levels), raw)
+        optimized = raw.parent / "opt" / "model.onnx"
+        optimized.parent.mkdir()
+        optimize_offline(raw, optimized)
+        report = compare(ref_session, open_session(optimized, threads=None), token_ids)
+        steps.append(LevelStep(dict(levels), report))
+        if report.top1_agreement >= TARGET_AGREEMENT or not pending:
+            break
+        levels[pending.pop(0)] = EXACT_LEVEL
+    record = {
+        "method": "GGUF blocks mapped exactly: MatMulNBits without zero points, plus "
+        "block sums of x times the blocks' offsets for types with a minimum",
+        "accuracy_levels": levels,
+        "level_search": [
+            {
+                "levels": s.levels,
+                "top1_agreement": round(s.quality.top1_agreement, 4),
+                "ppl_ratio": round(s.quality.ppl_ratio, 5),
+            }
+            for s in steps
+        ],
+        "target_agreement": TARGET_AGREEMENT,
+        **describe(exact_projections(gguf.config, blocks, levels), types),
+        "embedding": "GGUF Q8_0 codes as they are"
+        if _q8_embedding(blocks) is not None
+        else "requantized to 8 bits, blocks of 32",
+    }
+    return raw, record
