@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import http.client
 import json
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -249,3 +250,33 @@ def test_a_client_leaving_mid_stream_stops_its_generation(svc: ServiceProcess) -
     assert after["disconnects"] == before["disconnects"] + 1
     assert after["last_stop_at"] - closed_at <= 0.2, after["last_stop_at"] - closed_at
     assert after["open"] == 0
+
+
+def test_sigterm_mid_stream_ends_it_with_one_final_line(
+    mosquitto: Broker, real_model_dir: Path, tmp_path: Path
+) -> None:
+    """A stream still running when the service stops gets exactly one last line (an
+    Ollama error line: shutting_down), and the service exits 0."""
+    service = http_service(tmp_path, mosquitto, real_model_dir, {"engine": {"max_tokens": 4000}})
+    for _ in serve_http(service, mosquitto):
+        # HA's real request: greedy, the model repeats a made-up code snippet until its
+        # token limit (~40 s here), far past the 5 s shutdown grace.
+        ha = (
+            Path(__file__).parent
+            / "data"
+            / "ha_requests"
+            / "ollama_chat_first_turn_ha2025.4.4.json"
+        )
+        body = json.loads(ha.read_text()) | {"model": ALIAS, "options": {"num_predict": 4000}}
+        conn = http.client.HTTPConnection("127.0.0.1", port_of(service), timeout=60)
+        conn.request("POST", "/api/chat", body=json.dumps(body))
+        response = conn.getresponse()
+        first = json.loads(response.readline())
+        assert first["done"] is False
+        service.signal(signal.SIGTERM)
+        lines = [json.loads(line) for line in response.read().splitlines() if line.strip()]
+        conn.close()
+        finals = [line for line in lines if "error" in line or line.get("done")]
+        assert len(finals) == 1 and finals[0] is lines[-1], lines[-3:]
+        assert "error" in finals[0] and "stop" in finals[0]["error"], finals[0]
+        assert service.wait(30) == 0
