@@ -2,7 +2,8 @@
 # Set up Edge Assistant on a fresh machine, idempotently:
 #   1. a virtual environment in .venv with the package, the `prepare` extra and dev tools,
 #   2. the mosquitto broker binary (the test suite starts private brokers),
-#   3. the default model, converted to INT8 ONNX (cached outside the checkout).
+#   3. the default model, converted to INT8 ONNX (cached outside the checkout),
+#   4. Home Assistant's venv for the real-HA tests (scripts/ha-venv.sh, also cached).
 # Re-running is cheap: each step skips what is already in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,4 +55,7 @@ if .venv/bin/edge-assistant model --help >/dev/null 2>&1; then
     echo "setup: preparing the default model (skipped when already prepared)"
     .venv/bin/edge-assistant model prepare
 fi
+# The real Home Assistant core that tests/test_ha_*.py run against: its own venv (Python
+# 3.13, homeassistant==2025.4.4), cached outside the checkout; ~4 min the first time.
+bash scripts/ha-venv.sh
 echo "setup: done"
