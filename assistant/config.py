@@ -113,6 +113,9 @@ class WyomingConfig:
     enabled: bool = False
     host: str = "0.0.0.0"  # Home Assistant connects over the LAN
     port: int = 10600
+    # Announced to Home Assistant, whose agent picker offers the agent only for these;
+    # empty: the languages of the running model (assistant/voice/languages.py).
+    languages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

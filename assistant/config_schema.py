@@ -19,6 +19,8 @@ MAX_TOKENS_LIMIT = 4096
 TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # A base topic or reply prefix: one or more safe levels, no wildcards, not $SYS.
 TOPIC_PATH = re.compile(r"^[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64}){0,7}$")
+# A language as Home Assistant names them: "en", "de-CH", "zh-Hans", "sr-Latn-RS".
+LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8}){0,2}$")
 
 
 class ConfigError(Exception):
@@ -108,6 +110,11 @@ def _optional(inner: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return check
 
 
+def _frozen(value: list[Any]) -> tuple[Any, ...]:
+    # The frozen config holds tuples, not lists.
+    return tuple(value)
+
+
 _TOPIC_RULE = "must be topic levels of [A-Za-z0-9_-], separated by '/', without wildcards"
 
 _TLS = {
@@ -181,6 +188,11 @@ SCHEMA = vol.Schema(
             vol.Optional("enabled"): _bool,
             vol.Optional("host"): _str(1, 253),
             vol.Optional("port"): _int(1, 65535),
+            vol.Optional("languages"): vol.All(
+                [_pattern(LANGUAGE, "must be language codes such as 'en' or 'de-CH'")],
+                vol.Length(max=64, msg="must list at most 64 languages"),
+                _frozen,
+            ),
         },
         vol.Optional("web", default={}): {
             vol.Optional("enabled"): _bool,

@@ -30,6 +30,7 @@ from assistant.plan import Plan
 from assistant.supervisor_api import announce_wyoming
 from assistant.telemetry import HardwareMonitor, Telemetry
 from assistant.voice.hermes import HermesVoice
+from assistant.voice.languages import model_languages
 from assistant.voice.wyoming_server import HandleServer, describe
 from assistant.web.app import PageServer
 from assistant.web.page import open_page
@@ -115,7 +116,8 @@ class Service:
     async def _open_wyoming(self) -> bool:
         """Bind the Wyoming server first: a port in use stops the start with a clear error."""
         wy = self.config.wyoming
-        info = describe(__version__, self.plan.model.id)
+        languages = wy.languages or model_languages(self.plan.model.id)
+        info = describe(__version__, self.plan.model.id, languages)
         server = HandleServer(wy.host, wy.port, self.core, info)
         try:
             await server.open()
@@ -199,8 +201,11 @@ class Service:
         *,
         retain: bool = False,
         correlation_data: bytes | None = None,
+        expiry_s: int | None = None,
     ) -> None:
-        self.bridge.publish(topic, payload, retain=retain, correlation_data=correlation_data)
+        self.bridge.publish(
+            topic, payload, retain=retain, correlation_data=correlation_data, expiry_s=expiry_s
+        )
 
     def on_connect(self) -> None:
         """(Re)connected: subscribe, announce, describe ourselves."""

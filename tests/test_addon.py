@@ -396,6 +396,7 @@ SAMPLES: dict[str, list[Any]] = {
     "mqtt.password": ["s3cret!"],
     "http.api_key": ["s3cret-token"],
     "discovery.prefix": ["homeassistant", "ha/discovery"],
+    "wyoming.languages": [[], ["en"], ["de-CH", "zh-Hans", "sr-Latn-RS"]],
 }
 
 

@@ -166,6 +166,30 @@ def test_reply_to_under_base_and_allowed_prefix(
     assert one(client, svc, "rto-1").topic == f"{svc.base}/x"
 
 
+def test_a_retained_reply_reaches_a_late_subscriber(
+    mosquitto: Broker, svc: ServiceProcess, client: Client
+) -> None:
+    topic = f"{svc.base}/reply/late/{unique('r')}"
+    request_id = unique("ret")
+    ask = {"id": request_id, "text": "hi", "reply_to": topic, "retain": True}
+    client.publish(f"{svc.base}/ask", ask)
+    live = client.wait_for(final_for(request_id))[0]  # the marker: the reply is out
+    late = Client(mosquitto.host, mosquitto.port)
+    try:
+        late.subscribe(topic)  # after the reply, as Home Assistant's blueprint may
+        kept = late.wait_for(topic)[0]
+        assert kept.retain and kept.json() == live.json()
+        late.publish(topic, "", retain=True)  # what the blueprint does once it has it
+    finally:
+        late.close()
+    # Retaining on a shared reply topic would replay it to every subscriber: refused.
+    client.publish(f"{svc.base}/ask", {"id": "ret-shared", "text": "hi", "retain": True})
+    error = one(client, svc, "ret-shared").json()["error"]
+    assert error["code"] == "invalid_request" and "retain" in error["message"]
+    client.publish(f"{svc.base}/ask", {"id": "ret-bad", "text": "hi", "retain": "yes"})
+    assert one(client, svc, "ret-bad").json()["error"]["code"] == "invalid_request"
+
+
 # The tiny random model's words are noise; with temperature 0 these give non-empty text.
 STREAM_PROMPTS = ("abc. def! ghi?", "Tell me a story.", "What time is it?", "one two three")
 

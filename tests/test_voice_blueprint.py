@@ -109,9 +109,18 @@ def test_trigger_is_a_conversation_sentence_with_a_question_wildcard() -> None:
 def test_actions_publish_wait_and_answer() -> None:
     data = load()
     kinds = [next(iter(step)) for step in data["actions"]]
-    assert kinds == ["action", "wait_for_trigger", "variables", "set_conversation_response"]
-    publish, wait = data["actions"][0], data["actions"][1]
-    assert publish["action"] == "mqtt.publish"
+    assert kinds == [
+        "variables",  # needs the run's context: not in the automation-level variables
+        "action",
+        "wait_for_trigger",
+        "variables",
+        "action",
+        "set_conversation_response",
+    ]
+    assert not any("context" in str(v) for v in data["variables"].values())
+    publish, wait, delete = data["actions"][1], data["actions"][2], data["actions"][4]
+    assert publish["action"] == delete["action"] == "mqtt.publish"
+    assert delete["data"]["retain"] is True and delete["data"]["payload"] == ""
     assert wait["continue_on_timeout"] is True and "seconds" in wait["timeout"]
     (mqtt_trigger,) = wait["wait_for_trigger"]
     assert mqtt_trigger["trigger"] == "mqtt"
@@ -131,8 +140,10 @@ def test_rendered_request_is_accepted_and_its_reply_topic_awaited(base: str, ses
     }
     for name, value in used["variables"].items():  # in order, as HA renders them
         variables[name] = render(env, value, variables)
+    for name, value in used["actions"][0]["variables"].items():
+        variables[name] = render(env, value, variables)
 
-    publish = used["actions"][0]["data"]
+    publish = used["actions"][1]["data"]
     topic = render(env, publish["topic"], variables)
     payload = render(env, publish["payload"], variables)
     assert topic == f"{base}/ask"
@@ -140,15 +151,17 @@ def test_rendered_request_is_accepted_and_its_reply_topic_awaited(base: str, ses
     assert ask.request.id == "01JBX7Q2M3N4P5R6S7T8V9W0XY"
     assert ask.request.text == "what should I cook tonight?"
     assert ask.request.session == (session or None)
+    assert ask.retain  # a late subscription still gets the reply
     topics = Topics(base)
     assert ask.reply_to is not None
     assert topics.reply_topic_problem(ask.reply_to) is None  # the contract allows it
-    waited = render(env, used["actions"][1]["wait_for_trigger"][0]["topic"], variables)
+    waited = render(env, used["actions"][2]["wait_for_trigger"][0]["topic"], variables)
     assert waited == ask.reply_to
+    assert render(env, used["actions"][4]["data"]["topic"], variables) == ask.reply_to
 
     # HA renders `reply` natively: the reply's JSON object, or None after a timeout.
-    assert "wait.trigger.payload_json" in used["actions"][2]["variables"]["reply"]
-    answer = used["actions"][3]["set_conversation_response"]
+    assert "wait.trigger.payload_json" in used["actions"][3]["variables"]["reply"]
+    answer = used["actions"][5]["set_conversation_response"]
     cases: list[tuple[dict[str, Any] | None, str]] = [
         ({"id": "x", "text": "Pasta."}, "Pasta."),
         (None, inputs["fallback"]),

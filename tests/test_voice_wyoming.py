@@ -35,7 +35,9 @@ with warnings.catch_warnings():
     from wyoming.handle import Handled, NotHandled
     from wyoming.info import Describe, Info
 
-    from assistant.voice.wyoming_server import conversation_key
+    from assistant.voice.wyoming_server import conversation_key, describe
+
+from assistant.voice.languages import model_languages
 
 TOKEN = "supervisor-token-for-the-test-double"
 
@@ -144,6 +146,18 @@ def test_describe_lists_a_handle_program(svc: ServiceProcess) -> None:
     assert program.installed and program.name == "edge-assistant"
     assert [m.name for m in program.models] == ["tiny-chat-fp32"]
     assert all(m.installed for m in program.models)
+    # Home Assistant offers an agent only for the languages listed: never none. The test
+    # model is of no known family, so it is announced as English.
+    assert [m.languages for m in program.models] == [["en"]]
+
+
+def test_the_model_family_gives_the_announced_languages() -> None:
+    assert model_languages("smollm2-135m-instruct-int8") == ("en",)
+    assert "de" in model_languages("Llama-3.2-1B-Instruct-int8")
+    assert "zh" in model_languages("qwen2.5-0.5b-instruct-int8")
+    assert model_languages("my-own-model") == ("en",)
+    info = describe("1.0", "qwen2.5-0.5b-instruct-int8", ("de", "en"))
+    assert [m.languages for m in info.handle[0].models] == [["de", "en"]]
 
 
 def test_transcript_is_handled_with_the_reply(svc: ServiceProcess) -> None:

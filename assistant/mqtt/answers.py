@@ -15,6 +15,10 @@ from assistant.mqtt.streaming import SentenceChunker
 from assistant.replies import ErrorReply, Reply, StreamChunk
 from assistant.telemetry import now_iso
 
+# A retained reply nobody collected (its asker gave up) is dropped by the broker after
+# this long (MQTT 5); the asker deletes it itself as soon as it has it.
+RETAINED_REPLY_EXPIRY_S = 600
+
 
 class Publish(Protocol):
     """What answering needs from the bridge (`MqttBridge.publish`): a QoS 1 publish,
@@ -27,6 +31,7 @@ class Publish(Protocol):
         *,
         retain: bool = False,
         correlation_data: bytes | None = None,
+        expiry_s: int | None = None,
     ) -> None: ...
 
 
@@ -38,6 +43,7 @@ class Route:
     correlation: bytes | None
     stream: StreamMode
     session: str | None
+    retain: bool = False  # the final message only (contract: "retain")
 
 
 class _Stream:
@@ -86,6 +92,12 @@ async def answer(
             publish(last_reply_topic, json.dumps(last), retain=True)
         else:
             payload = ErrorReply.of(handle.id, event.error).to_payload()
-        publish(route.topic, json.dumps(payload), correlation_data=route.correlation)
+        publish(
+            route.topic,
+            json.dumps(payload),
+            retain=route.retain,
+            correlation_data=route.correlation,
+            expiry_s=RETAINED_REPLY_EXPIRY_S if route.retain else None,
+        )
         return event
     raise RuntimeError(f"request {handle.id!r} ended without a final event")

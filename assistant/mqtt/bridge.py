@@ -183,13 +183,17 @@ class MqttBridge:
         *,
         retain: bool = False,
         correlation_data: bytes | None = None,
+        expiry_s: int | None = None,
     ) -> None:
         """QoS 1. Never retried by us: paho queues it while disconnected (rc 4) and a
-        retry would publish it twice."""
+        retry would publish it twice. `expiry_s`: MQTT 5 message expiry (3.1.1 has none)."""
         properties = None
-        if self.v5 and correlation_data is not None:
+        if self.v5 and (correlation_data is not None or expiry_s is not None):
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            properties.CorrelationData = correlation_data
+            if correlation_data is not None:
+                properties.CorrelationData = correlation_data
+            if expiry_s is not None:
+                properties.MessageExpiryInterval = expiry_s
         try:
             self._last_info = self.client.publish(
                 topic, payload, qos=1, retain=retain, properties=properties

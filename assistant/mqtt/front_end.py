@@ -100,7 +100,9 @@ class MqttFrontEnd:
         if reply_topic is not None and not self._duplicate(msg, ask):
             # Submitted now, in arrival order; answered by a task of its own.
             handle = self.core.submit(ask.request)
-            route = Route(reply_topic, msg.correlation_data, ask.stream, ask.request.session)
+            route = Route(
+                reply_topic, msg.correlation_data, ask.stream, ask.request.session, ask.retain
+            )
             task = asyncio.create_task(self._answer(handle, route), name=f"answer-{handle.id}")
             self._answers.add(task)
             task.add_done_callback(self._answers.discard)
@@ -109,6 +111,17 @@ class MqttFrontEnd:
         """The topic to answer on; None (after refusing) when the requested one is not
         allowed."""
         requested = msg.response_topic or ask.reply_to
+        if requested is None and ask.retain:
+            # A retained reply on a shared topic would be replayed to every subscriber.
+            self.invalid_total += 1
+            message = "field 'retain' needs a reply topic of the request's own (reply_to)"
+            self._reject(
+                ask.request.id,
+                default,
+                msg.correlation_data,
+                RequestError("invalid_request", message),
+            )
+            return None
         if requested is None:
             return default
         problem = self.topics.reply_topic_problem(requested)

@@ -40,6 +40,9 @@ class AskMessage:
     request: Request
     stream: StreamMode = "off"
     reply_to: str | None = None
+    # The final reply is published retained, so an asker that subscribes late (Home
+    # Assistant's blueprint) still gets it; it must name a reply topic of its own.
+    retain: bool = False
 
 
 def _reject_constant(name: str) -> Any:
@@ -83,7 +86,7 @@ def decode(payload: bytes) -> tuple[str, dict[str, Any] | None]:
     return "", obj
 
 
-_KINDS = {"str": "a string", "int": "an integer", "num": "a number"}
+_KINDS = {"str": "a string", "int": "an integer", "num": "a number", "bool": "true or false"}
 
 
 def _field(obj: dict[str, Any], key: str, kind: str, rid: str | None) -> Any:
@@ -96,6 +99,7 @@ def _field(obj: dict[str, Any], key: str, kind: str, rid: str | None) -> Any:
         "str": isinstance(value, str),
         "int": number and isinstance(value, int),
         "num": number,
+        "bool": isinstance(value, bool),
     }[kind]
     if not ok:
         raise BadRequest(f"field '{key}' must be {_KINDS[kind]}", rid)
@@ -189,8 +193,9 @@ def parse_request(payload: bytes, source: str | None = None) -> AskMessage:
     except ToolFieldError as err:
         raise BadRequest(str(err), rid) from None
     options |= {"tools": tools, "output_schema": schema}
+    retain = bool(_field(obj, "retain", "bool", rid))
     request = Request(rid or new_id(), "mqtt", client, text, sampling=sampling, **options)
-    return AskMessage(request, stream, reply_to)
+    return AskMessage(request, stream, reply_to, retain)
 
 
 def parse_cancel(payload: bytes) -> str:

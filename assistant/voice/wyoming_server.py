@@ -2,9 +2,14 @@
 conversation agent for Assist.
 
 `describe` → `info` listing one handle program; `transcript` → a request → `handled`
-with the reply, or `not-handled` with an apology and the error. The session key is the
-transcript's `context.conversation_id` (Home Assistant sends one per conversation), else
-the request has no history. Runs on the service's event loop.
+with the reply, or `not-handled` with an apology and the error. Runs on the service's
+event loop.
+
+The session key is the transcript's `context.conversation_id`. Home Assistant puts one
+there since 2025.7 (its pinned wyoming 1.7 sends the context; 2025.6 and older pin 1.5.4,
+whose transcript carries only the text). Without one the request has no history: each
+request comes on a fresh connection from the same Home Assistant, and nothing tells two
+speakers' conversations apart, so any guess would mix them.
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ PROJECT_URL = "https://github.com/edge-assistant/edge-assistant"
 SOURCE = "wyoming"  # the rate-limit source of every Wyoming request
 
 
-def describe(version: str, model_id: str) -> Info:
-    """The `info` answer: one installed handle program with the running model."""
+def describe(version: str, model_id: str, languages: tuple[str, ...]) -> Info:
+    """The `info` answer: one installed handle program with the running model, announced
+    for `languages` (Home Assistant offers the agent only for the languages listed)."""
     attribution = Attribution(name="Edge Assistant", url=PROJECT_URL)
     model = HandleModel(
         name=model_id,
@@ -44,7 +50,7 @@ def describe(version: str, model_id: str) -> Info:
         installed=True,
         description="the language model answering on this machine",
         version=None,
-        languages=[],  # none listed: Home Assistant offers the agent for every language
+        languages=list(languages),
     )
     program = HandleProgram(
         name="edge-assistant",
