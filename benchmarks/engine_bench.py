@@ -50,7 +50,7 @@ LONG = (
     "each, what I should do now, what can wait until morning, and anything I should "
     "schedule, and explain briefly why for each device."
 )
-ENGINES = ("ours-int8", "ours-int8-worker", "ours-fp32", "llama.cpp", "pytorch-fp32")
+ENGINES = ("ours-gguf", "ours-int8", "ours-int8-worker", "ours-fp32", "llama.cpp", "pytorch-fp32")
 
 
 def models_dir() -> Path:
@@ -212,6 +212,7 @@ def child(engine: str, which: str) -> None:
     runners = {
         "ours-int8": lambda: run_ours("int8", ids),
         "ours-fp32": lambda: run_ours("fp32", ids),
+        "ours-gguf": lambda: run_ours("gguf", ids),
         "ours-int8-worker": lambda: run_ours_worker(ids),
         "llama.cpp": lambda: run_llama(ids),
         "pytorch-fp32": lambda: run_torch(ids),
