@@ -50,7 +50,7 @@ _CUES: dict[str, frozenset[str]] = {
         "HassVacuumStart": "vacuum clean",
         "HassShoppingListAddItem": "shopping",
         "HassListAddItem": "list",
-        "GetDateTime": "time date day today",
+        "GetDateTime": "time date today",
     }.items()
 }
 _TARGETS = ("name", "area", "floor")
@@ -115,7 +115,12 @@ def _action(sentence: str, said: list[str], home: Home, tools: list[Tool]) -> De
     names, name_hits = best_matches(said, home.names)
     areas, area_hits = best_matches(said, home.areas)
     domains = tuple(d for d in home.domains if set(words(d.replace("_", " "))) <= heard)
-    scores = _tool_scores(heard, [t for t in tools if t.name != LIVE_CONTEXT])
+    # Words of the device's own name are not cues ("unlock the front door lock")...
+    own = {w for n in (*names, *areas) for w in words(n)}
+    actions = [t for t in tools if t.name != LIVE_CONTEXT]
+    scores = _tool_scores(heard - own, actions)
+    if not any(scores.values()):  # "lock the front door lock": the name is the only cue
+        scores = _tool_scores(heard, actions)
     top = max(scores.values(), default=0)
     if not top or not (names or areas):
         return TEXT

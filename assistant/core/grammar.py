@@ -92,7 +92,8 @@ def _narrow_property(name: str, prop: Any, narrowing: Narrowing) -> Any:
     if values and kind == "string":
         return {"type": "string", "enum": list(values)}
     if values and kind == "array":
-        return {"type": "array", "items": {"type": "string", "enum": list(values)}, "minItems": 1}
+        items = {"type": "string", "enum": list(values)}
+        return {"type": "array", "items": items, "minItems": 1, "maxItems": len(values)}
     if narrowing.integers and kind == "integer":
         return {"type": "integer", "enum": list(narrowing.integers)}
     return prop

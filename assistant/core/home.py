@@ -26,7 +26,7 @@ _FILLER = frozenset({"the", "a", "an", "my", "our", "of", "in", "on", "at", "to"
 def words(text: str) -> list[str]:
     """Lower-case words, plural "s" dropped ("lights" and "light" match)."""
     out = []
-    for word in _WORD.findall(text.lower()):
+    for word in _WORD.findall(text.lower().replace("%", " percent")):
         plural = len(word) > 3 and word.endswith("s") and not word.endswith("ss")
         out.append(word[:-1] if plural else word)
     return out
