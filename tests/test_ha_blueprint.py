@@ -10,14 +10,14 @@ Home Assistant's import fetches the file from a URL, which cannot happen offline
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Broker
 from tests.ha.harness import HomeAssistant, home_assistant, private_broker
-from tests.mqtt_helpers import REPO, Client, ServiceProcess, running
+from tests.mqtt_helpers import REPO, Client, Received, ServiceProcess, running
 
 BLUEPRINT = REPO / "blueprints" / "automation" / "edge_assistant" / "ask_edge_assistant.yaml"
 PATH = "edge_assistant/ask_edge_assistant.yaml"
@@ -88,6 +88,11 @@ def automation(ha: HomeAssistant, svc: ServiceProcess) -> str:
     return entity_id
 
 
+def deletion_of(topic: str) -> Callable[[Received], bool]:
+    """An empty retained message on `topic`: how the blueprint deletes its reply."""
+    return lambda m: m.topic == topic and m.payload == b""
+
+
 def test_every_sentence_gets_the_models_reply_on_the_first_try(
     ha: HomeAssistant, svc: ServiceProcess, watcher: Client, automation: str
 ) -> None:
@@ -103,6 +108,6 @@ def test_every_sentence_gets_the_models_reply_on_the_first_try(
         assert answer["speech"] == reply["text"].strip(), (n, answer, reply)
         assert answer["speech"] != FALLBACK
         # The blueprint deleted its retained reply (an empty retained message).
-        watcher.wait_for(lambda m, t=sent[-1].topic: m.topic == t and m.payload == b"")
+        watcher.wait_for(deletion_of(sent[-1].topic))
     records, _ = ha.warnings()
     assert [r for r in records if r["name"].startswith("homeassistant.components.automation")] == []
