@@ -18,7 +18,7 @@ from pathlib import Path
 
 from assistant.convert import prepare_model
 from assistant.convert.quality import compare
-from assistant.model import ModelManager
+from assistant.model.manager import ModelManager
 from assistant.model.manifest import Manifest, Precision
 
 HERE = Path(__file__).resolve().parent

@@ -15,9 +15,9 @@ from assistant.convert.exact import GROUPS
 from assistant.convert.fetch import WHEEL_FILE, fetch_default_gguf
 from assistant.convert.prepare import STEPS, model_id_for
 from assistant.convert.prepare_gguf import SEARCH_ORDER, TARGET_AGREEMENT
-from assistant.model import CorruptModelError, ModelManager, UnsupportedModelError
 from assistant.model.cli import add_model_commands, run_model_command
-from assistant.model.errors import ModelError
+from assistant.model.errors import CorruptModelError, ModelError, UnsupportedModelError
+from assistant.model.manager import ModelManager
 from assistant.model.manifest import Manifest
 from tests.test_model_tiny_gguf import TinySpec, write_tiny_gguf
 

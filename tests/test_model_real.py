@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from assistant.model import ModelInstance, ModelManager, default_models_dir
 from assistant.model.feeds import empty_past, every_position
+from assistant.model.manager import ModelInstance, ModelManager
+from assistant.model.paths import default_models_dir
 
 DEFAULT_ID = "smollm2-135m-instruct-int8"
 pytestmark = pytest.mark.slow

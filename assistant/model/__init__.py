@@ -1,22 +1,5 @@
 """The runtime model layer: find and load prepared ONNX model folders (building them from a
-GGUF is assistant.convert, an optional extra)."""
+GGUF is assistant.convert, an optional extra).
 
-from assistant.model.errors import (
-    CorruptModelError,
-    ModelError,
-    ModelNotFoundError,
-    UnsupportedModelError,
-)
-from assistant.model.manager import CatalogEntry, ModelInstance, ModelManager
-from assistant.model.paths import default_models_dir
-
-__all__ = [
-    "CatalogEntry",
-    "CorruptModelError",
-    "ModelError",
-    "ModelInstance",
-    "ModelManager",
-    "ModelNotFoundError",
-    "UnsupportedModelError",
-    "default_models_dir",
-]
+Nothing is re-exported here on purpose: importing `assistant.model.errors` (as the service
+does) must not load the manager's tokenizers and jinja2 into the service process."""
