@@ -259,8 +259,8 @@ def test_sigterm_mid_stream_ends_it_with_one_final_line(
     Ollama error line: shutting_down), and the service exits 0."""
     service = http_service(tmp_path, mosquitto, real_model_dir, {"engine": {"max_tokens": 4000}})
     for _ in serve_http(service, mosquitto):
-        # HA's real request: greedy, the model repeats a made-up code snippet until its
-        # token limit (~40 s here), far past the 5 s shutdown grace.
+        # HA's real instructions without tools: greedy, the model repeats a made-up code
+        # snippet until its token limit (~40 s here), far past the 5 s shutdown grace.
         ha = (
             Path(__file__).parent
             / "data"
@@ -268,6 +268,7 @@ def test_sigterm_mid_stream_ends_it_with_one_final_line(
             / "ollama_chat_first_turn_ha2025.4.4.json"
         )
         body = json.loads(ha.read_text()) | {"model": ALIAS, "options": {"num_predict": 4000}}
+        body["tools"] = []  # no tools: nothing constrains it to a short call
         conn = http.client.HTTPConnection("127.0.0.1", port_of(service), timeout=60)
         conn.request("POST", "/api/chat", body=json.dumps(body))
         response = conn.getresponse()
