@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import importlib.util
 import os
 import platform
 from dataclasses import asdict, dataclass
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import psutil
+
+from assistant.ort_providers import installed_providers
 
 StorageClass = Literal["nvme", "ssd", "rotational", "sd_emmc", "unknown"]
 
@@ -258,13 +259,7 @@ class Probe:
         return text.strip("\x00\n ") if text else None
 
     def providers(self) -> tuple[str, ...]:
-        if importlib.util.find_spec("onnxruntime") is None:
-            return ()
-        # Telemetry must be off before onnxruntime is first imported (reliability.md).
-        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-        import onnxruntime  # noqa: PLC0415 - heavy import, only when asked
-
-        return tuple(onnxruntime.get_available_providers())
+        return installed_providers()
 
     def facts(self, model_dir: Path | None = None) -> HardwareFacts:
         cpuinfo = _read(self.root / "proc/cpuinfo") or ""

@@ -10,6 +10,7 @@ from typing import Any
 
 from assistant.config import Config
 from assistant.hardware import HardwareFacts, Probe
+from assistant.model.paths import resolve_model_dir
 from assistant.plan import DEFAULT_MODEL_ID, KNOWN_MODELS, ModelSpec, Plan, make_plan
 
 LOG = logging.getLogger(__name__)
@@ -56,8 +57,6 @@ def candidate_models(models_dir: Path) -> list[ModelSpec]:
 def plan_for_this_machine(config: Config, models_dir: Path) -> tuple[HardwareFacts, Plan, Path]:
     """Probe, plan, and find the planned model's folder (what `serve` and `ask` start from).
     Raises PlanError or ModelError (e.g. the model is not prepared yet)."""
-    from assistant.model.manager import ModelManager  # noqa: PLC0415 - heavy (onnx, gguf)
-
     facts = Probe().facts(models_dir)
     plan = make_plan(facts, config, candidate_models(models_dir))
-    return facts, plan, ModelManager(models_dir).resolve(plan.model.id)
+    return facts, plan, resolve_model_dir(models_dir, plan.model.id)

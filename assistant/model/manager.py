@@ -18,7 +18,7 @@ from assistant.model.manifest import (
     Manifest,
     Precision,
 )
-from assistant.model.paths import default_models_dir
+from assistant.model.paths import default_models_dir, resolve_model_dir
 from assistant.model.session import open_session
 
 
@@ -95,13 +95,7 @@ class ModelManager:
 
     def resolve(self, path: Path | str) -> Path:
         """A model folder from a path, or from a model id inside models_dir."""
-        candidate = Path(path)
-        if (candidate / MANIFEST_NAME).is_file():
-            return candidate
-        by_id = self.models_dir / str(path)
-        if (by_id / MANIFEST_NAME).is_file():
-            return by_id
-        raise ModelNotFoundError(f"no prepared model {str(path)!r} (looked in {self.models_dir})")
+        return resolve_model_dir(self.models_dir, path)
 
     def load_model(
         self, path: Path | str, device: str = "cpu", threads: int | None = None

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from assistant.model.errors import ModelNotFoundError
+from assistant.model.manifest import MANIFEST_NAME
+
 MODELS_ENV = "EDGE_ASSISTANT_MODELS"
 CACHE_ENV = "EDGE_ASSISTANT_CACHE"
 
@@ -23,3 +26,13 @@ def default_download_dir() -> Path:
     if value:
         return Path(value).expanduser()
     return Path.home() / ".cache" / "edge-assistant" / "downloads"
+
+
+def resolve_model_dir(models_dir: Path, path: Path | str) -> Path:
+    """A prepared model folder from a path, or from a model id inside `models_dir`.
+    Light on purpose (no tokenizers, no onnxruntime): the service resolves its folder
+    with it and leaves loading to the worker."""
+    for candidate in (Path(path), models_dir / str(path)):
+        if (candidate / MANIFEST_NAME).is_file():
+            return candidate
+    raise ModelNotFoundError(f"no prepared model {str(path)!r} (looked in {models_dir})")
