@@ -42,6 +42,41 @@ def test_service_and_worker_load_no_converter_module(tiny_model_dir: Path) -> No
     assert report["loaded"] == []
 
 
+# What the service process itself does before it hands the model to the worker: parse
+# `serve`, probe the machine, plan, resolve the model folder. The engine's libraries belong
+# in the worker only; loading them here would cost the service ~25 MB it never uses.
+SERVICE_SCRIPT = """
+import json, sys
+from pathlib import Path
+import assistant.cli, assistant.serve, assistant.service
+from assistant.cli import build_parser
+from assistant.config import load_config
+from assistant.model.errors import ModelError
+from assistant.models_present import plan_for_this_machine
+from assistant.plan import PlanError
+
+build_parser().parse_args(["serve"])
+try:
+    plan_for_this_machine(load_config(None), Path(sys.argv[1]))
+except (ModelError, PlanError) as err:  # no default model in this folder: fine here
+    print(type(err).__name__, file=sys.stderr)
+heavy = ("numpy", "onnxruntime", "tokenizers", "jinja2", "llguidance")
+print(json.dumps(sorted(n for n in heavy if n in sys.modules)))
+"""
+
+
+def test_the_service_process_loads_no_engine_library(tiny_model_dir: Path, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", SERVICE_SCRIPT, str(tiny_model_dir.parent)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
 def test_prepare_without_the_extra_names_what_to_install(tmp_path: Path) -> None:
     # `None` in sys.modules makes `import gguf` fail as if it were not installed.
     script = (

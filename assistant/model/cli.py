@@ -8,10 +8,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from assistant.model.errors import ModelError
-from assistant.model.manager import ModelManager
+
+if TYPE_CHECKING:  # the manager loads tokenizers and jinja2: only `model list` needs it
+    from assistant.model.manager import ModelManager
 
 # What `model prepare` needs beyond the runtime (the `prepare` extra in pyproject.toml).
 PREPARE_EXTRA = "edge-assistant[prepare]"
@@ -74,6 +76,8 @@ def run_model_command(args: argparse.Namespace, models_dir: Path, picked: str | 
             _prepare(models_dir, args.gguf, args.precision)
             return 0
         if args.model_command == "list":
+            from assistant.model.manager import ModelManager  # noqa: PLC0415 - see above
+
             _print_catalog(ModelManager(models_dir), models_dir, picked)
             return 0
     except ModelError as err:
