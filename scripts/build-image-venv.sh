@@ -10,7 +10,8 @@
 #   (the package's `prepare` extra: gguf, onnx, onnx-ir and what they pull in).
 # - VENV_DIR: the runtime venv: the package without that extra, no pip, none of the
 #   distributions that only a cut dependency edge needs (RUNTIME_CUTS below), and none
-#   of ONNX Runtime's offline tooling, the dependencies' test suites, stubs or C sources.
+#   of ONNX Runtime's offline tooling, the dependencies' test suites, stubs or C sources,
+#   and its shared libraries stripped of symbols nothing links against.
 #
 # Environment: PYTHON (default python3); PREPARED_MODELS: a folder of prepared models to
 # copy instead of preparing (they are architecture-independent). The model source
@@ -124,6 +125,14 @@ build_runtime_venv() {
     find "$site" -mindepth 2 -type d -name tests -prune -exec rm -rf {} +
     find "$site" -type f \( -name '*.pyi' -o -name '*.c' -o -name '*.h' -o -name '*.pyx' \
         -o -name '*.pxd' \) -delete
+    # Symbols no program links against: several wheels ship their extensions unstripped
+    # (tokenizers, aiohttp, PyYAML, the bundled OpenBLAS: ~10 MB together). Dynamic
+    # symbols stay, so imports and the image test's real inference are unaffected.
+    if command -v strip >/dev/null 2>&1; then
+        find "$site" -type f -name '*.so*' -exec strip --strip-unneeded {} +
+    else
+        echo "build-image-venv: no strip (binutils): the venv keeps its debug symbols" >&2
+    fi
     # Everything the service and the worker import at start must still be there.
     "$VENV_DIR/bin/python" -c 'import assistant.serve, assistant.worker.main, onnxruntime, tokenizers'
     "$VENV_DIR/bin/edge-assistant" --version
