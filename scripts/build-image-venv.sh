@@ -126,10 +126,17 @@ build_runtime_venv() {
     find "$site" -type f \( -name '*.pyi' -o -name '*.c' -o -name '*.h' -o -name '*.pyx' \
         -o -name '*.pxd' \) -delete
     # Symbols no program links against: several wheels ship their extensions unstripped
-    # (tokenizers, aiohttp, PyYAML, the bundled OpenBLAS: ~10 MB together). Dynamic
+    # (tokenizers, aiohttp, PyYAML: ~9 MB together). Dynamic
     # symbols stay, so imports and the image test's real inference are unaffected.
-    if command -v strip >/dev/null 2>&1; then
-        find "$site" -type f -name '*.so*' -exec strip --strip-unneeded {} +
+    # Not the libraries auditwheel vendored or patched (the *.libs folders, anything with
+    # an RPATH): patchelf moved their load segments, and strip would break them.
+    if command -v strip >/dev/null 2>&1 && command -v readelf >/dev/null 2>&1; then
+        find "$site" -type f -name '*.so*' -not -path '*.libs/*' -print0 |
+            while IFS= read -r -d '' lib; do
+                if ! readelf -d "$lib" 2>/dev/null | grep -qE '\((RPATH|RUNPATH)\)'; then
+                    strip --strip-unneeded "$lib"
+                fi
+            done
     else
         echo "build-image-venv: no strip (binutils): the venv keeps its debug symbols" >&2
     fi
