@@ -6,9 +6,9 @@ expression searched case-insensitively in the reply; an empty pattern marks an o
 
 Language is a heuristic, deliberately simple so that a reader can check a verdict by eye:
 a reply is English unless more than 10% of its letters are outside ASCII (another script,
-or accented words) or it has more common function words of French, Spanish, German,
-Italian or Portuguese than of English (the languages a small model drifts into). A reply
-with neither kind of word ("Paris.") counts as English. Words shared with English ("a",
+or accented words) or it has at least as many common function words of French, Spanish,
+German, Italian or Portuguese as of English (the languages a small model drifts into). A
+reply with neither kind of word ("Paris.") counts as English. Words shared with English ("a",
 "in", "die", "pour", "per", "con") are left out of the other lists.
 
 Degenerate: empty, or looping: a word 4-gram three times or more, or a short span of
@@ -92,7 +92,7 @@ def is_english(text: str) -> bool:
     words = WORD.findall(text.lower())
     english = sum(w in ENGLISH for w in words)
     other = sum(w in OTHER for w in words)
-    return other <= english
+    return other < english or other == english == 0
 
 
 def is_degenerate(text: str) -> bool:
