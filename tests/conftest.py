@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.mqtt_helpers import Client
+
 
 @dataclass(frozen=True)
 class Broker:
@@ -63,12 +65,36 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     port = free_port()
     process = start_mosquitto(workdir, port)
     yield Broker("127.0.0.1", port, process)
+    stop_process(process)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Terminate, then kill if it has not exited within 5 s."""
     process.terminate()
     try:
         process.wait(timeout=5)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+@pytest.fixture(scope="module")
+def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """A Mosquitto of the module's own: Home Assistant subscribes to the whole discovery
+    prefix, so it must not see the retained devices of other modules' tests."""
+    workdir = tmp_path_factory.mktemp("own-broker")
+    port = free_port()
+    process = start_mosquitto(workdir, port)
+    yield Broker("127.0.0.1", port, process)
+    stop_process(process)
+
+
+@pytest.fixture(scope="module")
+def own_watcher(own_broker: Broker) -> Iterator[Client]:
+    """A client on `own_broker` that records what it is told to subscribe to."""
+    client = Client(own_broker.host, own_broker.port)
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="session")

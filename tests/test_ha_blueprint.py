@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Broker
-from tests.ha.harness import HomeAssistant, home_assistant, private_broker
+from tests.ha.harness import HomeAssistant, home_assistant
 from tests.mqtt_helpers import REPO, Client, Received, ServiceProcess, running
 
 BLUEPRINT = REPO / "blueprints" / "automation" / "edge_assistant" / "ask_edge_assistant.yaml"
@@ -26,41 +26,29 @@ FALLBACK = "Sorry, the assistant did not answer in time."  # the blueprint's def
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    yield from private_broker(tmp_path_factory.mktemp("ha-blueprint-broker"))
-
-
-@pytest.fixture(scope="module")
-def watcher(broker: Broker) -> Iterator[Client]:
-    client = Client(broker.host, broker.port)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
 def svc(
-    broker: Broker,
-    watcher: Client,
+    own_broker: Broker,
+    own_watcher: Client,
     tiny_model_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServiceProcess]:
     service = ServiceProcess(
         tmp_path_factory.mktemp("ha-blueprint-svc"),
-        broker.port,
+        own_broker.port,
         tiny_model_dir,
         config={"engine": {"temperature": 0}},  # greedy: never an empty reply
     )
-    watcher.subscribe(f"{service.base}/reply/assist/+", retained=False)
-    with running(service, watcher):
+    own_watcher.subscribe(f"{service.base}/reply/assist/+", retained=False)
+    with running(service, own_watcher):
         yield service
 
 
 @pytest.fixture(scope="module")
 def ha(
-    broker: Broker, svc: ServiceProcess, tmp_path_factory: pytest.TempPathFactory
+    own_broker: Broker, svc: ServiceProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HomeAssistant]:
     with home_assistant(tmp_path_factory.mktemp("ha-blueprint")) as core:
-        assert core.add_mqtt(broker.host, broker.port)["state"] == "loaded"
+        assert core.add_mqtt(own_broker.host, own_broker.port)["state"] == "loaded"
         yield core
 
 
@@ -94,13 +82,13 @@ def deletion_of(topic: str) -> Callable[[Received], bool]:
 
 
 def test_every_sentence_gets_the_models_reply_on_the_first_try(
-    ha: HomeAssistant, svc: ServiceProcess, watcher: Client, automation: str
+    ha: HomeAssistant, svc: ServiceProcess, own_watcher: Client, automation: str
 ) -> None:
     replies = f"{svc.base}/reply/assist/"
     for n in range(ROUNDS):
         answer = ha.converse(f"ask the assistant what is {n} plus {n}", language="en")
         assert answer["response_type"] == "action_done", (n, answer)
-        sent = [m for m in watcher.messages(lambda m: m.topic.startswith(replies)) if m.payload]
+        sent = [m for m in own_watcher.messages(lambda m: m.topic.startswith(replies)) if m.payload]
         assert len(sent) == n + 1, (n, [m.topic for m in sent])
         reply = json.loads(sent[-1].payload)
         assert "error" not in reply, reply
@@ -108,6 +96,6 @@ def test_every_sentence_gets_the_models_reply_on_the_first_try(
         assert answer["speech"] == reply["text"].strip(), (n, answer, reply)
         assert answer["speech"] != FALLBACK
         # The blueprint deleted its retained reply (an empty retained message).
-        watcher.wait_for(deletion_of(sent[-1].topic))
+        own_watcher.wait_for(deletion_of(sent[-1].topic))
     records, _ = ha.warnings()
     assert [r for r in records if r["name"].startswith("homeassistant.components.automation")] == []

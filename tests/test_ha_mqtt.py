@@ -15,58 +15,46 @@ from typing import Any
 import pytest
 
 from tests.conftest import Broker
-from tests.ha.harness import HomeAssistant, home_assistant, private_broker
+from tests.ha.harness import HomeAssistant, home_assistant
 from tests.mqtt_helpers import Client, ServiceProcess, final_for, running, unique
 
 LWT_WAIT_S = 40.0  # keepalive 10 s: the broker sends the will after 1.5 keepalives
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    yield from private_broker(tmp_path_factory.mktemp("ha-mqtt-broker"))
-
-
-@pytest.fixture(scope="module")
-def watcher(broker: Broker) -> Iterator[Client]:
-    client = Client(broker.host, broker.port)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
 def svc(
-    broker: Broker,
-    watcher: Client,
+    own_broker: Broker,
+    own_watcher: Client,
     tiny_model_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServiceProcess]:
     service = ServiceProcess(
         tmp_path_factory.mktemp("ha-mqtt-svc"),
-        broker.port,
+        own_broker.port,
         tiny_model_dir,
         # Room for a long stream for the cancel button; greedy, so replies are stable.
         config={"engine": {"max_tokens": 4096, "context_tokens": 2048, "temperature": 0}},
     )
-    watcher.subscribe(f"{service.base}/reply/#", f"{service.base}/reply", retained=False)
-    with running(service, watcher):
+    own_watcher.subscribe(f"{service.base}/reply/#", f"{service.base}/reply", retained=False)
+    with running(service, own_watcher):
         yield service
 
 
 @pytest.fixture(scope="module")
-def discovery(svc: ServiceProcess, watcher: Client) -> dict[str, Any]:
+def discovery(svc: ServiceProcess, own_watcher: Client) -> dict[str, Any]:
     """What the service announced (the retained discovery message)."""
-    watcher.subscribe(svc.discovery_topic)
-    found = watcher.wait_for(svc.discovery_topic)
+    own_watcher.subscribe(svc.discovery_topic)
+    found = own_watcher.wait_for(svc.discovery_topic)
     payload: dict[str, Any] = found[-1].json()
     return payload
 
 
 @pytest.fixture(scope="module")
 def ha(
-    broker: Broker, svc: ServiceProcess, tmp_path_factory: pytest.TempPathFactory
+    own_broker: Broker, svc: ServiceProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HomeAssistant]:
     with home_assistant(tmp_path_factory.mktemp("ha-mqtt")) as core:
-        entry = core.add_mqtt(broker.host, broker.port)
+        entry = core.add_mqtt(own_broker.host, own_broker.port)
         assert entry["state"] == "loaded", entry
         yield core
 
@@ -120,14 +108,14 @@ def test_the_device_and_every_entity_with_its_unit(
 def test_ask_sets_the_last_reply(
     ha: HomeAssistant,
     svc: ServiceProcess,
-    watcher: Client,
+    own_watcher: Client,
     discovery: dict[str, Any],
     device: dict[str, Any],
 ) -> None:
     ask, last = entity_of(ha, discovery, "ask"), entity_of(ha, discovery, "last_reply")
-    before = len(watcher.messages(f"{svc.base}/reply"))
+    before = len(own_watcher.messages(f"{svc.base}/reply"))
     ha.call_service("text", "set_value", entity_id=ask, value="What is the capital of France?")
-    reply = watcher.wait_for(f"{svc.base}/reply", count=before + 1)[-1].json()
+    reply = own_watcher.wait_for(f"{svc.base}/reply", count=before + 1)[-1].json()
     state = ha.wait_state(last, attribute="id", state=reply["id"])
     assert state["attributes"]["text"] == reply["text"]
     assert state["state"] == reply["text"][:250].strip() or len(reply["text"]) > 250
@@ -136,26 +124,26 @@ def test_ask_sets_the_last_reply(
 def test_the_cancel_button_ends_a_running_stream(
     ha: HomeAssistant,
     svc: ServiceProcess,
-    watcher: Client,
+    own_watcher: Client,
     discovery: dict[str, Any],
     device: dict[str, Any],
 ) -> None:
     button = entity_of(ha, discovery, "cancel")
     request_id = unique("long")
-    watcher.publish(
+    own_watcher.publish(
         f"{svc.base}/ask",
         {"id": request_id, "text": "go on", "max_tokens": 4096, "stream": True},
     )
-    watcher.wait_for(lambda m: m.topic.endswith("/stream") and request_id.encode() in m.payload)
+    own_watcher.wait_for(lambda m: m.topic.endswith("/stream") and request_id.encode() in m.payload)
     ha.call_service("button", "press", entity_id=button)
-    final = watcher.wait_for(final_for(request_id))[0].json()
+    final = own_watcher.wait_for(final_for(request_id))[0].json()
     assert final["finish_reason"] == "cancelled", final["usage"]
 
 
 def test_availability_on_start_sigterm_sigkill_and_restart(
     ha: HomeAssistant,
     svc: ServiceProcess,
-    watcher: Client,
+    own_watcher: Client,
     discovery: dict[str, Any],
     device: dict[str, Any],
 ) -> None:
@@ -167,7 +155,7 @@ def test_availability_on_start_sigterm_sigkill_and_restart(
     for entity_id in entities:
         ha.wait_state(entity_id, state="unavailable", timeout_s=10)
     svc.start()
-    svc.wait_online(watcher)
+    svc.wait_online(own_watcher)
     for entity_id in entities:
         ha.wait_state(entity_id, not_state="unavailable")
     svc.signal(signal.SIGKILL)
@@ -175,7 +163,7 @@ def test_availability_on_start_sigterm_sigkill_and_restart(
     for entity_id in entities:  # through the Last Will
         ha.wait_state(entity_id, state="unavailable", timeout_s=LWT_WAIT_S)
     svc.start()
-    svc.wait_online(watcher)
+    svc.wait_online(own_watcher)
     for entity_id in entities:
         ha.wait_state(entity_id, not_state="unavailable")
 

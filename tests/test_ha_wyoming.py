@@ -15,7 +15,7 @@ import pytest
 
 from assistant.voice import APOLOGY
 from tests.conftest import Broker, free_port
-from tests.ha.harness import HomeAssistant, home_assistant, private_broker
+from tests.ha.harness import HomeAssistant, home_assistant
 from tests.mqtt_helpers import Client, ServiceProcess, running
 
 LANGUAGES = ["en", "de"]  # the service's wyoming.languages in this module
@@ -25,27 +25,15 @@ HISTORY_SINCE = (2025, 7)
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    yield from private_broker(tmp_path_factory.mktemp("ha-wyoming-broker"))
-
-
-@pytest.fixture(scope="module")
-def watcher(broker: Broker) -> Iterator[Client]:
-    client = Client(broker.host, broker.port)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
 def svc(
-    broker: Broker,
-    watcher: Client,
+    own_broker: Broker,
+    own_watcher: Client,
     tiny_model_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServiceProcess]:
     service = ServiceProcess(
         tmp_path_factory.mktemp("ha-wyoming-svc"),
-        broker.port,
+        own_broker.port,
         tiny_model_dir,
         config={
             "wyoming": {
@@ -58,8 +46,8 @@ def svc(
             "engine": {"temperature": 0},
         },
     )
-    watcher.subscribe(f"{service.base}/telemetry", retained=False)
-    with running(service, watcher):
+    own_watcher.subscribe(f"{service.base}/telemetry", retained=False)
+    with running(service, own_watcher):
         yield service
 
 
@@ -134,16 +122,16 @@ def test_it_answers_through_an_assist_pipeline(ha: HomeAssistant, agent: str) ->
     assert response["speech"]["plain"]["speech"] not in ("", APOLOGY)
 
 
-def sessions_after(watcher: Client, svc: ServiceProcess, since: float) -> int:
+def sessions_after(own_watcher: Client, svc: ServiceProcess, since: float) -> int:
     """The service's open conversations, from its first telemetry after `since`."""
     topic = f"{svc.base}/telemetry"
-    found = watcher.wait_for(lambda m: m.topic == topic and m.at > since)
+    found = own_watcher.wait_for(lambda m: m.topic == topic and m.at > since)
     payload: dict[str, Any] = found[0].json()
     return int(payload["sessions"])
 
 
 def test_follow_ups_keep_history_where_the_version_sends_the_conversation(
-    ha: HomeAssistant, agent: str, svc: ServiceProcess, watcher: Client
+    ha: HomeAssistant, agent: str, svc: ServiceProcess, own_watcher: Client
 ) -> None:
     first = ha.converse("my name is Ada", agent_id=agent, language="en")
     follow_up = ha.converse(
@@ -151,7 +139,7 @@ def test_follow_ups_keep_history_where_the_version_sends_the_conversation(
     )
     assert follow_up["response_type"] == "action_done", follow_up
     assert follow_up["conversation_id"] == first["conversation_id"]
-    sessions = sessions_after(watcher, svc, time.monotonic())
+    sessions = sessions_after(own_watcher, svc, time.monotonic())
     version = tuple(int(part) for part in ha.version.split(".")[:2])
     if version >= HISTORY_SINCE:
         assert sessions >= 1

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Broker, free_port, start_mosquitto
+from tests.conftest import free_port
 from tests.mqtt_helpers import REPO
 
 HA_VERSION = "2025.4.4"
@@ -200,19 +200,3 @@ def home_assistant(workdir: Path, extra: dict[str, Any] | None = None) -> Iterat
         yield ha
     finally:
         ha.stop()
-
-
-def private_broker(workdir: Path) -> Iterator[Broker]:
-    """A fixture body: a Mosquitto of the module's own. Home Assistant subscribes to the
-    whole discovery prefix, so it must not see the retained devices of other tests."""
-    port = free_port()
-    process = start_mosquitto(workdir, port)
-    try:
-        yield Broker("127.0.0.1", port, process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
