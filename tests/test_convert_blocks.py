@@ -21,7 +21,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from assistant.convert.ggml_blocks import BLOCK_BYTES, BlockMatrix, concat_rows, decode_blocks
-from assistant.convert.nbits import nbits_linear
+from assistant.convert.nbits import Shifts, nbits_linear
 from assistant.model.errors import UnsupportedModelError
 from assistant.model.session import open_session
 
@@ -64,16 +64,24 @@ class _Builder:
         self.initializers.append(numpy_helper.from_array(array, name))
         return name
 
-    def node(self, op: str, inputs: list[str], name: str, **attrs: Any) -> list[str]:
+    def node(
+        self, op: str, inputs: list[str], name: str, n_out: int = 1, **attrs: Any
+    ) -> list[str]:
         domain = "com.microsoft" if op == "MatMulNBits" else ""
-        out = f"{name}/out"
-        self.nodes.append(helper.make_node(op, inputs, [out], name=name, domain=domain, **attrs))
-        return [out]
+        outs = [f"{name}/out{k}" for k in range(n_out)]
+        self.nodes.append(helper.make_node(op, inputs, outs, name=name, domain=domain, **attrs))
+        return outs
 
 
-def run_linear(tmp: Path, matrix: BlockMatrix, x: npt.NDArray[np.float32], level: int) -> Any:
+def run_linear(
+    tmp: Path,
+    matrix: BlockMatrix,
+    x: npt.NDArray[np.float32],
+    level: int,
+    shifts: Shifts | None = None,
+) -> Any:
     b = _Builder()
-    y = nbits_linear(b, "x", matrix, "proj", level)
+    y = nbits_linear(b, "x", matrix, "proj", level, shifts)
     rows, cols = matrix.shape
     graph = helper.make_graph(
         [*b.nodes, helper.make_node("Identity", [y], ["y"])],
@@ -135,6 +143,46 @@ def test_level_4_is_within_int8_rounding_of_x(type_name: str, tmp_path: Path) ->
     assert np.all(error <= bound * 1.01 + 1e-4)
     # ... and the offset term is there: without it the error would be the whole term.
     assert error.max() < 0.05 * np.abs(expected).max()
+
+
+OUTLIERS = Shifts(np.arange(0, COLS, 37, dtype=np.int64), np.full(len(range(0, COLS, 37)), 3))
+
+
+@pytest.mark.parametrize("type_name", ["Q4_1", "Q8_0", "Q4_K", "Q6_K"])
+def test_shifted_channels_keep_the_function_at_level_0(type_name: str, tmp_path: Path) -> None:
+    raw = raw_blocks(type_name)
+    matrix = decode_blocks(type_name, raw, ROWS, COLS)
+    x = activations(3)
+    shifted = x.copy()
+    shifted[:, OUTLIERS.channels] /= OUTLIERS.divisors()  # what the upstream gamma does
+    w = reference(type_name, raw).astype(np.float64)
+    got = run_linear(tmp_path, matrix, shifted, level=0, shifts=OUTLIERS)
+    scale = np.abs(x).astype(np.float64) @ np.abs(w).T
+    assert np.all(np.abs(got - x.astype(np.float64) @ w.T) <= 1e-5 * scale)
+
+
+@pytest.mark.parametrize("type_name", ["Q4_1", "Q4_K"])
+def test_shifted_channels_round_their_blocks_finer_at_level_4(
+    type_name: str, tmp_path: Path
+) -> None:
+    raw = raw_blocks(type_name)
+    matrix = decode_blocks(type_name, raw, ROWS, COLS)
+    x = activations(3)
+    shifted = x.copy()
+    shifted[:, OUTLIERS.channels] /= OUTLIERS.divisors()
+    w = reference(type_name, raw).astype(np.float64)
+    expected = x.astype(np.float64) @ w.T
+    got = run_linear(tmp_path, matrix, shifted, level=4, shifts=OUTLIERS)
+    # x' is rounded per block with its own steps; a shifted channel's rounding error is
+    # scaled back up by 2**p with its weight.
+    blocks = shifted.reshape(len(x), -1, matrix.block)
+    step = np.repeat(np.abs(blocks).max(axis=-1) / 127.0, matrix.block, axis=1)
+    w_eff = np.abs(w).copy()
+    w_eff[:, OUTLIERS.channels] *= OUTLIERS.divisors()
+    error = np.abs(got - expected)
+    assert np.all(error <= (step / 2) @ w_eff.T * 1.01 + 1e-4)
+    unshifted = np.abs(run_linear(tmp_path, matrix, x, level=4) - expected)
+    assert np.sqrt((error**2).mean()) < np.sqrt((unshifted**2).mean())
 
 
 def test_fused_parts_of_different_types_stay_exact() -> None:

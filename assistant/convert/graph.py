@@ -41,7 +41,7 @@ from assistant.convert.graph_io import (
     present_key,
     present_value,
 )
-from assistant.convert.nbits import nbits_linear
+from assistant.convert.nbits import Shifts, nbits_linear
 from assistant.model.io_names import ATTENTION_MASK, INPUT_IDS, LOGITS, LOGITS_TO_KEEP
 
 EMBED_WEIGHT = "model.embed_tokens.weight"
@@ -72,9 +72,15 @@ def rotary_cache(config: LlamaConfig, max_positions: int) -> tuple[F32, F32]:
 class _GraphBuilder:
     """Accumulates nodes and initializers; one method per block of the decoder."""
 
-    def __init__(self, config: LlamaConfig, exact: ExactWeights | None = None) -> None:
+    def __init__(
+        self,
+        config: LlamaConfig,
+        exact: ExactWeights | None = None,
+        shifts: Mapping[str, Shifts] | None = None,
+    ) -> None:
         self.config = config
         self.exact = exact or {}
+        self.shifts = shifts or {}
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[TensorProto] = []
 
@@ -101,7 +107,7 @@ class _GraphBuilder:
         A projection with an exact block encoding becomes MatMulNBits (w() is not called)."""
         if name in self.exact:
             matrix, level = self.exact[name]
-            y = nbits_linear(self, x, matrix, name, level)
+            y = nbits_linear(self, x, matrix, name, level, self.shifts.get(name))
         else:
             (y,) = self.node("MatMul", [x, self.weight(f"{name}.weight", w().T)], f"/{name}/MatMul")
         if bias is not None:
@@ -184,10 +190,12 @@ def build_decoder(
     weights: LlamaWeights,
     max_positions: int | None = None,
     exact: ExactWeights | None = None,
+    shifts: Mapping[str, Shifts] | None = None,
 ) -> onnx.ModelProto:
     """The FP32 decoder; rotary tables cover `max_positions` (default: the model's context).
-    Projections named in `exact` are MatMulNBits on their GGUF blocks instead."""
-    b = _GraphBuilder(config, exact)
+    Projections named in `exact` are MatMulNBits on their GGUF blocks instead; `shifts`
+    names the input channels of some of them that `weights` already divide (outliers.py)."""
+    b = _GraphBuilder(config, exact, shifts)
     positions = max_positions or config.context_length
     cos, sin = rotary_cache(config, positions)
     rotary = (b.weight("cos_cache", cos), b.weight("sin_cache", sin))

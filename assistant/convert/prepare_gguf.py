@@ -20,10 +20,12 @@ from assistant.convert.exact import GROUPS, describe, exact_projections, read_bl
 from assistant.convert.ggml_blocks import FLOAT_TYPES, BlockMatrix
 from assistant.convert.gguf_loader import GgufModel, open_reader
 from assistant.convert.graph import build_decoder
-from assistant.convert.nbits import EXACT_LEVEL, INT8_ACTIVATIONS_LEVEL
+from assistant.convert.nbits import EXACT_LEVEL, INT8_ACTIVATIONS_LEVEL, Shifts
 from assistant.convert.optimize import optimize_offline
+from assistant.convert.outliers import MAX_CHANNELS, RATIO, shift_outliers
 from assistant.convert.quality import QualityReport, compare
 from assistant.convert.quantize import EMBED_BLOCK, quantize_tied_embedding, topological_sort
+from assistant.convert.smooth import LayerStats, collect_stats
 from assistant.model.session import open_session
 
 # Agreement the level search aims for on the calibration text (benchmarks/quality.py checks
@@ -51,13 +53,20 @@ def source_is_quantized(path: Path) -> bool:
 
 
 def build_gguf_graph(
-    gguf: GgufModel, blocks: dict[str, BlockMatrix], levels: dict[str, int]
+    gguf: GgufModel,
+    blocks: dict[str, BlockMatrix],
+    levels: dict[str, int],
+    stats: list[LayerStats] | None = None,
 ) -> onnx.ModelProto:
     """The decoder with every fully block-quantized projection exact at its group's level;
     float projections stay MatMul (FP32, exact), and a Q8_0 embedding is used code for code
-    (others are requantized to 8 bits, blocks of 32)."""
+    (others are requantized to 8 bits, blocks of 32). With calibration `stats`, outlier
+    input channels are shifted by powers of two (outliers.py)."""
     exact = exact_projections(gguf.config, blocks, levels)
-    model = build_decoder(gguf.config, gguf.weights, exact=exact)
+    weights, shifts = gguf.weights, dict[str, Shifts]()
+    if stats is not None:
+        weights, exact, shifts = shift_outliers(gguf.config, weights, exact, stats)
+    model = build_decoder(gguf.config, weights, exact=exact, shifts=shifts)
     embed = _q8_embedding(blocks)
     quantize_tied_embedding(
         model, levels["lm_head"], exact=None if embed is None else (embed.packed(), embed.scales)
@@ -83,12 +92,14 @@ def search_levels(
     (unoptimized) model of the chosen step and the manifest's `quantization` record."""
     blocks, types = read_blocks(source)
     levels = dict.fromkeys(GROUPS, INT8_ACTIVATIONS_LEVEL)
+    # Outlier channels from the same text: their activation maxima on the reference.
+    stats = collect_stats(reference, token_ids, gguf.config)
     ref_session = open_session(reference, threads=None)
     steps: list[LevelStep] = []
     pending = list(SEARCH_ORDER)
     while True:
         raw = work / f"gguf-{len(steps)}" / "model.onnx"
-        save(build_gguf_graph(gguf, blocks, levels), raw)
+        save(build_gguf_graph(gguf, blocks, levels, stats), raw)
         optimized = raw.parent / "opt" / "model.onnx"
         optimized.parent.mkdir()
         optimize_offline(raw, optimized)
@@ -97,9 +108,12 @@ def search_levels(
         if report.top1_agreement >= TARGET_AGREEMENT or not pending:
             break
         levels[pending.pop(0)] = EXACT_LEVEL
+    exact = exact_projections(gguf.config, blocks, levels)
+    shifts = shift_outliers(gguf.config, gguf.weights, exact, stats)[2]
     record = {
-        "method": "GGUF blocks mapped exactly: MatMulNBits without zero points, plus "
-        "block sums of x times the blocks' offsets for types with a minimum",
+        "method": "GGUF blocks mapped exactly: MatMulNBits without zero points; block sums "
+        "of x (extra output rows) times the blocks' offsets for types with a minimum; "
+        "outlier input channels divided by powers of two and added back exactly",
         "accuracy_levels": levels,
         "level_search": [
             {
@@ -110,7 +124,14 @@ def search_levels(
             for s in steps
         ],
         "target_agreement": TARGET_AGREEMENT,
-        **describe(exact_projections(gguf.config, blocks, levels), types),
+        "calibration_tokens": len(token_ids),
+        "shifted_channels": {
+            "ratio_to_median": RATIO,
+            "max_per_input": MAX_CHANNELS,
+            "count": sum(len(s.channels) for s in shifts.values()),
+            "inputs": len(shifts),
+        },
+        **describe(exact, types),
         "embedding": "GGUF Q8_0 codes as they are"
         if _q8_embedding(blocks) is not None
         else "requantized to 8 bits, blocks of 32",
