@@ -315,19 +315,23 @@ def main() -> int:
 
 
 def _ratios(best: dict[tuple[str, str], dict[str, float]], engines: list[str]) -> dict[str, float]:
-    ours = "ours-int8"
     out: dict[str, float] = {}
-    if ours in engines and "llama.cpp" in engines:
-        out["decode vs llama.cpp (short)"] = (
-            best[(ours, "short")]["decode_tok_s"] / best[("llama.cpp", "short")]["decode_tok_s"]
-        )
-        out["prompt vs llama.cpp (long)"] = (
-            best[(ours, "long")]["prompt_tok_s"] / best[("llama.cpp", "long")]["prompt_tok_s"]
-        )
-    if ours in engines and "pytorch-fp32" in engines:
-        out["e2e speed-up vs PyTorch FP32 (short)"] = (
-            best[("pytorch-fp32", "short")]["e2e_ms"] / best[(ours, "short")]["e2e_ms"]
-        )
+    for ours in ("ours-int8", "ours-gguf"):
+        if ours not in engines:
+            continue
+        tag = "" if ours == "ours-int8" else " [gguf]"
+        if "llama.cpp" in engines:
+            for which in ("short", "long"):
+                out[f"decode vs llama.cpp ({which}){tag}"] = (
+                    best[(ours, which)]["decode_tok_s"] / best[("llama.cpp", which)]["decode_tok_s"]
+                )
+            out[f"prompt vs llama.cpp (long){tag}"] = (
+                best[(ours, "long")]["prompt_tok_s"] / best[("llama.cpp", "long")]["prompt_tok_s"]
+            )
+        if "pytorch-fp32" in engines:
+            out[f"e2e speed-up vs PyTorch FP32 (short){tag}"] = (
+                best[("pytorch-fp32", "short")]["e2e_ms"] / best[(ours, "short")]["e2e_ms"]
+            )
     return out
 
 
