@@ -50,6 +50,8 @@ def test_partial_mentions_find_the_device() -> None:
         ("Could you turn the TV off?", "HassTurnOff", "name", ("Living Room TV",)),
         ("dim the bedroom lamp to 10 percent", "HassLightSet", "name", ("Bedroom Lamp",)),
         ("turn off the lights in the bedroom", "HassTurnOff", "area", ("Bedroom",)),
+        # "Kitchen Light" shares two words, the area one; the plural asks for the area's.
+        ("turn on the lights in the kitchen", "HassTurnOn", "area", ("Kitchen",)),
     ],
 )
 def test_commands_become_one_narrowed_call(
@@ -60,6 +62,14 @@ def test_commands_become_one_narrowed_call(
     narrowing = decision.narrowing
     assert narrowing.tools == (tool,) and not narrowing.text
     assert narrowing.required[0] == target and narrowing.values[target] == value
+
+
+def test_a_tool_for_one_kind_of_device_is_not_chosen_for_another() -> None:
+    # "warm" is a colour cue of HassLightSet; the fan is no light, so only "off" counts.
+    fan = decide([("user", "it's warm enough, turn the ceiling fan off")], ha_tools(), HOME)
+    assert fan.narrowing.tools == ("HassTurnOff",)
+    lamp = decide([("user", "make the bedroom lamp warm white")], ha_tools(), HOME)
+    assert lamp.narrowing.tools == ("HassLightSet",)
 
 
 def test_numbers_in_the_sentence_bound_integer_arguments() -> None:

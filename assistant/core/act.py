@@ -53,6 +53,24 @@ _CUES: dict[str, frozenset[str]] = {
         "GetDateTime": "time date today",
     }.items()
 }
+# HA intents that act on one kind of device only: never chosen for a target of another
+# kind ("warm" is a colour cue of HassLightSet, but "turn the heater off, it's warm" is not
+# about a light).
+_DOMAIN_TOOLS: dict[str, frozenset[str]] = {
+    name: frozenset(domains.split())
+    for name, domains in {
+        "HassLightSet": "light",
+        "HassSetPosition": "cover valve",
+        "HassClimateSetTemperature": "climate",
+        "HassMediaPause": "media_player",
+        "HassMediaUnpause": "media_player",
+        "HassMediaNext": "media_player",
+        "HassMediaPrevious": "media_player",
+        "HassSetVolume": "media_player",
+        "HassFanSetSpeed": "fan",
+        "HassVacuumStart": "vacuum",
+    }.items()
+}
 _TARGETS = ("name", "area", "floor")
 _FULL = frozenset({"full", "max", "maximum"})  # "full brightness": the top of the range
 
@@ -83,6 +101,19 @@ def _tool_scores(said: set[str], tools: list[Tool]) -> dict[str, int]:
             cues = frozenset(w for w in words(tool.description) if len(w) > 3)
         scores[tool.name] = len(cues & said)
     return scores
+
+
+def _plural_kind(sentence: str, domains: tuple[str, ...]) -> bool:
+    """Whether the sentence names one of `domains` in the plural ("lights")."""
+    kinds = {w for d in domains for w in words(d.replace("_", " "))}
+    said = re.findall(r"[a-z]+", sentence.lower())
+    return any(w.endswith("s") and w[:-1] in kinds for w in said)
+
+
+def _fits(tool: str, kinds: set[str]) -> bool:
+    """Whether a tool may act on targets of these domains (any, when none is known)."""
+    only = _DOMAIN_TOOLS.get(tool)
+    return only is None or not kinds or bool(only & kinds)
 
 
 def _integers(sentence: str, said: set[str]) -> tuple[int, ...]:
@@ -117,7 +148,9 @@ def _action(sentence: str, said: list[str], home: Home, tools: list[Tool]) -> De
     domains = tuple(d for d in home.domains if set(words(d.replace("_", " "))) <= heard)
     # Words of the device's own name are not cues ("unlock the front door lock")...
     own = {w for n in (*names, *areas) for w in words(n)}
-    actions = [t for t in tools if t.name != LIVE_CONTEXT]
+    named = set(names)
+    kinds = set(domains) | {e.domain for e in home.entities if set(e.names) & named}
+    actions = [t for t in tools if t.name != LIVE_CONTEXT and _fits(t.name, kinds)]
     scores = _tool_scores(heard - own, actions)
     if not any(scores.values()):  # "lock the front door lock": the name is the only cue
         scores = _tool_scores(heard, actions)
@@ -125,11 +158,13 @@ def _action(sentence: str, said: list[str], home: Home, tools: list[Tool]) -> De
     if not top or not (names or areas):
         return TEXT
     chosen = tuple(n for n, s in scores.items() if s == top)
-    by_area = bool(areas) and area_hits >= name_hits and bool(domains)
+    # "the lights in the kitchen": a plural kind with an area is the area's devices of
+    # that kind (as HA's own sentence templates read it), whatever one device is called.
+    group = _plural_kind(sentence, domains) or area_hits >= name_hits
+    by_area = bool(areas) and group and bool(domains)
     target = "area" if by_area else "name"
     values: dict[str, tuple[str, ...]] = {"name": names, "area": areas, "domain": domains}
     if not by_area:
-        named = set(names)
         values["domain"] = tuple(
             dict.fromkeys(e.domain for e in home.entities if set(e.names) & named)
         )
