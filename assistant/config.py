@@ -79,8 +79,12 @@ class EngineConfig:
     max_batch: int | Auto = AUTO
     context_tokens: int | Auto = AUTO
     max_tokens: int = 256
-    temperature: float = 0.7
-    system_prompt: str = "You are a helpful home assistant."
+    # For requests that set none (Home Assistant sends no temperature) and bring no system
+    # prompt, chosen from the QA figures of benchmarks/defaults_sweep.py (RESULTS.md, issue
+    # 15): greedy answered right and in English more often than any sampled setting (0.7
+    # drifted into French), and the short-answer prompt kept replies from running on.
+    temperature: float = 0.0
+    system_prompt: str = "You are a helpful home assistant. Answer in one or two short sentences."
 
 
 @dataclass(frozen=True)
