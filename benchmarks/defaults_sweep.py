@@ -2,7 +2,7 @@
 prompts (data/qa.tsv, judged by qa_judge.py) on the real default model, in-process, each
 prompt rendered as the service renders a `text` request (assistant.core.prompt).
 
-    .venv/bin/python benchmarks/defaults_sweep.py [--max-tokens 128] [--seeds 5]
+    .venv/bin/python benchmarks/defaults_sweep.py [--max-tokens 128] [--seeds 5] [--stages 3]
 
 The whole grid (temperature {0, 0.2, 0.4, 0.7} x top_p {0.9, 1.0} x repetition penalty
 {1.0, 1.1, 1.2} x 3 system prompts, five seeds when sampled) is ~270 runs of 44 prompts,
@@ -175,6 +175,8 @@ def sweep(engine: Engine, args: argparse.Namespace) -> dict[Setting, Score]:
     stage2 = [Setting(system, t, 1.0, rp) for t in TEMPERATURES for rp in PENALTIES]
     scores = measure(engine, stage2, done, args)
     print_table(f"Stage 2: temperature x repetition penalty ({system!r}, top_p 1)", scores)
+    if args.stages < 3:
+        return done
     first, second = [s.setting for s in best(scores) if s.setting.temperature > 0][:2]
     stage3 = [replace(first, top_p=p, top_k=k) for p in (0.9, 1.0) for k in (0, 40)]
     stage3 += [second, replace(second, top_p=0.9)]
@@ -188,6 +190,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="QA figures at candidate default settings")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--stages", type=int, choices=(2, 3), default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=HERE / "out" / "defaults_sweep.json")
     args = parser.parse_args()
