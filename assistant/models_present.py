@@ -21,6 +21,7 @@ def spec_from_manifest(manifest: dict[str, Any], folder: Path) -> ModelSpec:
     """A plan-ready description of one prepared model folder."""
     arch = manifest.get("config", {})
     size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+    graph = manifest.get("graph", {}).get("after", {})
     return ModelSpec(
         id=str(manifest["id"]),
         params=int(manifest.get("parameters", 0)),
@@ -30,6 +31,7 @@ def spec_from_manifest(manifest: dict[str, Any], folder: Path) -> ModelSpec:
         n_kv_heads=int(arch.get("n_kv_heads", 0)),
         head_dim=int(arch.get("head_dim", 0)),
         context_max=int(manifest.get("context_length", 2048)),
+        weight_bytes_per_token=int(graph.get("weight_bytes_per_token", 0)),
     )
 
 

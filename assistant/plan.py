@@ -15,6 +15,7 @@ from typing import Any
 from assistant.config import Config, EngineConfig, Precision
 from assistant.config_schema import AUTO
 from assistant.hardware import HardwareFacts
+from assistant.plan_speed import decode_tok_s
 
 # Below this estimated decode speed a reply feels stuck (a TTS engine starves, a user
 # reading a 60-token answer waits > 4 s), so a bigger model is not worth it.
@@ -38,6 +39,13 @@ class ModelSpec:
     n_kv_heads: int
     head_dim: int
     context_max: int
+    # Weight bytes one decode step reads (manifest `weight_bytes_per_token`); 0: unknown,
+    # the file size stands in (plan_speed.py).
+    weight_bytes_per_token: int = 0
+
+    @property
+    def decode_bytes(self) -> float:
+        return float(self.weight_bytes_per_token or self.file_mb * 2**20)
 
     @property
     def kv_bytes_per_token(self) -> int:
@@ -120,19 +128,6 @@ def tier_for(facts: HardwareFacts) -> TierRule:
         if facts.cores >= rule.min_cores and facts.memory_mb >= rule.min_memory_mb:
             return rule
     return TIERS[-1]
-
-
-def decode_bandwidth_gbs(facts: HardwareFacts, threads: int) -> float:
-    """Effective weight-streaming bandwidth for decode, a calibrated guess per CPU family.
-
-    Calibrated on a 2-core AVX-512 EPYC (~24 GB/s effective, 161 tok/s on 152 MB) and
-    published Raspberry Pi 4/5 llama.cpp figures; a guess, reported as an estimate.
-    """
-    if facts.arch in ("aarch64", "arm64"):
-        per_thread = 4.0 if "dotprod" in facts.cpu_features else 1.5
-        return min(per_thread * threads, 16.0)
-    per_thread = 12.0 if "avx2" in facts.cpu_features else 4.0
-    return min(per_thread * threads, 60.0)
 
 
 def memory_budget_mb(facts: HardwareFacts) -> int:
@@ -267,10 +262,9 @@ def make_plan(
     )
     threads, reasons["threads"] = _threads(facts, eng)
     budget = memory_budget_mb(facts)
-    bandwidth = decode_bandwidth_gbs(facts, threads)
 
     def speed(model: ModelSpec) -> float:
-        return bandwidth * 1024 / model.file_mb
+        return decode_tok_s(facts, threads, model.decode_bytes)
 
     model, reasons["model"] = _model(list(candidates), config, tier, budget, speed)
     reasons["precision"] = _precision_reason(config, model)

@@ -62,6 +62,7 @@ def test_manifest_records_source_graph_and_quality(prepared: Path, tiny_gguf: Pa
     before, after = manifest.graph["before"], manifest.graph["after"]
     assert after["nodes"] < before["nodes"]  # SiLU's Sigmoid*Mul became one QuickGelu
     assert after["flops_per_token"] == before["flops_per_token"] > 0
+    assert 0 < after["weight_bytes_per_token"] <= manifest.files["model.onnx.data"].size
     assert manifest.quantization is not None and manifest.quantization["bits"] == 8
     assert manifest.quality is not None and manifest.quality["top1_agreement"] >= 0.85
     assert json.loads((prepared / "manifest.json").read_text())["id"] == "tiny-chat-int8"

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from assistant.config import parse_config
 from assistant.hardware import HardwareFacts
+from assistant.models_present import spec_from_manifest
 from assistant.plan import DEFAULT_MODEL_ID, KNOWN_MODELS, Plan, PlanError, make_plan
+from assistant.plan_speed import decode_tok_s
 
 PI4 = HardwareFacts(
     arch="aarch64",
@@ -212,3 +215,40 @@ def test_a_home_assistant_request_fits_every_small_machine(facts: HardwareFacts)
     reply = min(256, p.context_tokens // 4)
     assert p.context_tokens - reply >= 2_058 + 64
     assert p.context_tokens * p.model.kv_bytes_per_token <= p.kv_cache_mb * 2**20
+
+
+def test_speed_estimate_divides_bandwidth_by_the_bytes_a_step_streams() -> None:
+    # 2 AVX2 threads: 24 GiB/s. A model streaming 256 MiB a token: 96 tok/s exactly.
+    assert decode_tok_s(N100, 2, 256 * 2**20) == pytest.approx(96.0)
+    streaming = replace(KNOWN_MODELS[0], weight_bytes_per_token=256 * 2**20)
+    p = make_plan(N100, parse_config({"engine": {"threads": 2}}, env={}), [streaming])
+    assert p.est_decode_tok_s == pytest.approx(96.0)
+
+
+def test_speed_estimate_uses_streamed_bytes_not_the_file_size() -> None:
+    # Same file, but a Q4 model streams ~0.3 of the bytes an 8-bit head-heavy one does.
+    heavy = replace(KNOWN_MODELS[2], weight_bytes_per_token=int(KNOWN_MODELS[2].file_mb * 2**20))
+    light = replace(heavy, weight_bytes_per_token=heavy.weight_bytes_per_token * 3 // 10)
+    config = parse_config({"engine": {"threads": 2}}, env={})
+    slow, fast = make_plan(N100, config, [heavy]), make_plan(N100, config, [light])
+    assert fast.est_decode_tok_s == pytest.approx(slow.est_decode_tok_s / 0.3, rel=1e-6)
+    # Without the figure (older folders) the file size stands in: the same as `heavy`.
+    unknown = replace(heavy, weight_bytes_per_token=0)
+    assert make_plan(N100, config, [unknown]).est_decode_tok_s == pytest.approx(
+        slow.est_decode_tok_s, rel=1e-6
+    )
+
+
+def test_spec_from_manifest_reads_the_streamed_bytes(tmp_path: Path) -> None:
+    (tmp_path / "model.onnx").write_bytes(bytes(1000))
+    manifest = {
+        "id": "m-gguf",
+        "parameters": 5,
+        "precision": "gguf",
+        "config": {"n_layers": 2, "n_kv_heads": 1, "head_dim": 8},
+        "graph": {"after": {"weight_bytes_per_token": 640}},
+    }
+    spec = spec_from_manifest(manifest, tmp_path)
+    assert (spec.weight_bytes_per_token, spec.decode_bytes) == (640, 640.0)
+    del manifest["graph"]
+    assert spec_from_manifest(manifest, tmp_path).decode_bytes == 1000.0
