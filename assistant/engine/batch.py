@@ -169,7 +169,7 @@ class Batch:
         token = self._sample(row, logits.copy())
         row.first_token = time.perf_counter()
         cache, row.cache = row.cache, None
-        self._cache = decoder.join(self._cache, cache)
+        self._cache = decoder.join(self._cache, cache, spare=self.max_batch - self.active - 1)
         self._active.append(row)
         self._accept(row, token, events)
         self._retire(events)
@@ -219,8 +219,8 @@ class Batch:
             return
         for i in done:
             events.append(self._finished(self._active[i]))
-        self._cache = self.engine.decoder.drop(self._cache, done)
-        self._active = [r for r in self._active if not r.finish]
+        self._cache, order = self.engine.decoder.drop(self._cache, done)
+        self._active = [self._active[i] for i in order]
 
     def _finished(self, row: _Row) -> Finished:
         now = time.perf_counter()

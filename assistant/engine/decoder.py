@@ -36,6 +36,9 @@ class KVCache:
     values: list[F32]
     lengths: I64  # [rows]
     binding: Any = None  # the IO binding holding these buffers (in-place mode)
+    # In place: every layer's keys, then values, [slots, kv_heads, capacity, head_dim];
+    # `keys` and `values` are views of their first `rows` rows (contiguous).
+    slots: list[F32] | None = None
 
     @property
     def rows(self) -> int:
@@ -132,12 +135,8 @@ class Decoder:
         if needed <= cache.capacity:
             return cache
         capacity = -(-needed // GROWTH) * GROWTH
-        grown = self.empty(cache.rows, capacity)
-        width = cache.capacity
-        for src, dst in zip(cache.keys + cache.values, grown.keys + grown.values, strict=True):
-            dst[:, :, :width] = src
-        grown.lengths = cache.lengths
-        return grown
+        slots = cache.slots[0].shape[0] if cache.slots else cache.rows
+        return _view(_moved(cache, _storage(self, slots, capacity)), cache.rows, cache.lengths)
 
     def prefill(self, ids: Sequence[int], cache: KVCache | None = None) -> tuple[F32, KVCache]:
         """Run a prompt (or the next chunk of one, given its cache) for one sequence.
@@ -188,31 +187,56 @@ class Decoder:
             lengths=cache.lengths,
         )
 
-    def join(self, cache: KVCache, other: KVCache) -> KVCache:
-        """A batch holding the rows of both caches (padded to the wider one)."""
+    def join(self, cache: KVCache, other: KVCache, spare: int = 0) -> KVCache:
+        """A batch holding the rows of both caches (padded to the wider one).
+
+        In place, the batch lives in preallocated row slots (`spare` more than it needs,
+        at most doubling): a newcomer's rows are copied into free slots, so joining costs
+        its own cache, not the whole batch's."""
         if cache.rows == 0:
             return other
-        width = max(cache.capacity, other.capacity)
-        joined = self.empty(cache.rows + other.rows, width)
-        for part, offset in ((cache, 0), (other, cache.rows)):
-            rows = slice(offset, offset + part.rows)
-            for src, dst in zip(part.keys + part.values, joined.keys + joined.values, strict=True):
-                dst[rows, :, : part.capacity] = src
-        joined.lengths = np.concatenate([cache.lengths, other.lengths])
-        return joined
+        rows = cache.rows + other.rows
+        lengths = np.concatenate([cache.lengths, other.lengths])
+        if not self.inplace:
+            width = max(cache.capacity, other.capacity)
+            joined = self.empty(rows, width)
+            for part, offset in ((cache, 0), (other, cache.rows)):
+                _copy_rows(part, joined, range(part.rows), offset)
+            joined.lengths = lengths
+            return joined
+        width = max(cache.capacity, -(-int(other.lengths.max()) // GROWTH) * GROWTH)
+        store = cache.slots
+        if store is None or store[0].shape[0] < rows or store[0].shape[2] < width:
+            slots = rows + min(spare, cache.rows)
+            store = _moved(cache, _storage(self, slots, width))
+        target = _view(store, rows, lengths)
+        _copy_rows(other, target, range(other.rows), cache.rows)
+        return target
 
-    def drop(self, cache: KVCache, rows: Sequence[int]) -> KVCache:
-        """The batch without `rows` (and without columns no remaining row uses)."""
-        keep = np.setdiff1d(np.arange(cache.rows), np.asarray(rows, dtype=np.int64))
-        lengths = cache.lengths[keep]
-        width = int(lengths.max()) if keep.size else 0
-        if self.inplace:
-            width = min(cache.capacity, -(-width // GROWTH) * GROWTH)
-        return KVCache(
-            keys=[np.ascontiguousarray(k[keep, :, :width]) for k in cache.keys],
-            values=[np.ascontiguousarray(v[keep, :, :width]) for v in cache.values],
-            lengths=lengths,
-        )
+    def drop(self, cache: KVCache, rows: Sequence[int]) -> tuple[KVCache, list[int]]:
+        """The batch without `rows`, and the old index of each row left, in its new order.
+
+        In place, the last rows move into the holes (a row's copy each, the batch keeps
+        its slots); copying, the rest keep their order without columns no row uses."""
+        gone = set(rows)
+        keep = [i for i in range(cache.rows) if i not in gone]
+        if not keep:
+            return self.empty(0), []
+        if not self.inplace:
+            lengths = cache.lengths[keep]
+            width = int(lengths.max())
+            return KVCache(
+                keys=[np.ascontiguousarray(k[keep, :, :width]) for k in cache.keys],
+                values=[np.ascontiguousarray(v[keep, :, :width]) for v in cache.values],
+                lengths=lengths,
+            ), keep
+        order = list(range(len(keep)))
+        movers = [i for i in keep if i >= len(keep)]
+        for hole, src in zip(sorted(i for i in gone if i < len(keep)), movers, strict=True):
+            _copy_row(cache, src, cache, hole)
+            order[hole] = src
+        store = cache.slots or [*cache.keys, *cache.values]
+        return _view(store, len(keep), cache.lengths[order]), order
 
     # --- choosing the mode ---------------------------------------------------------------
 
@@ -234,3 +258,35 @@ class Decoder:
                 LOG.info("in-place KV cache unavailable for this graph: %s", err)
                 return False
         return bool(np.allclose(results[0], results[1], rtol=1e-4, atol=1e-4))
+
+
+# --- row slots (in place) ------------------------------------------------------------------
+
+
+def _storage(decoder: Decoder, slots: int, capacity: int) -> list[F32]:
+    cache = decoder.empty(slots, capacity)
+    return [*cache.keys, *cache.values]
+
+
+def _view(store: list[F32], rows: int, lengths: I64) -> KVCache:
+    half = len(store) // 2
+    views = [a[:rows] for a in store]
+    return KVCache(keys=views[:half], values=views[half:], lengths=lengths, slots=store)
+
+
+def _moved(cache: KVCache, store: list[F32]) -> list[F32]:
+    """`store` with the cached positions of every row of `cache` copied in."""
+    _copy_rows(cache, _view(store, cache.rows, cache.lengths), range(cache.rows), 0)
+    return store
+
+
+def _copy_rows(src: KVCache, dst: KVCache, rows: range, offset: int) -> None:
+    for row in rows:
+        _copy_row(src, row, dst, offset + row)
+
+
+def _copy_row(src: KVCache, row: int, dst: KVCache, to: int) -> None:
+    """Row `row`'s cached positions (only those) into row `to` of `dst`."""
+    length = int(src.lengths[row])
+    for a, b in zip(src.keys + src.values, dst.keys + dst.values, strict=True):
+        b[to, :, :length] = a[row, :, :length]
