@@ -188,7 +188,9 @@ def test_chunked_prefill_while_others_decode(
     monkeypatch.setattr("assistant.engine.batch.PREFILL_CHUNK", 3)
     long_prompt = "turn the hall light off, please, and the kitchen light too"
     alone = run(engine, request(long_prompt, 16, "late"))[1].text
-    batch = Batch(engine, max_batch=2)
+    # A fresh engine: the one above kept this very prompt, which would need no chunks.
+    fresh = Engine(engine.decoder, engine.tokenizer, engine.chat, engine.stop_ids, 512, "t")
+    batch = Batch(fresh, max_batch=2)
     batch.add(request(PROMPTS[1], 40, "early"))
     batch.step()
     batch.add(request(long_prompt, 16, "late"))
@@ -240,3 +242,31 @@ def test_shared_prompt_prefix_is_reused_and_changes_nothing(engine: Engine) -> N
             assert hit is not None and hit[0] >= 16  # the system turn came from the cache
         reused.append(run(fresh, req)[1].text)
     assert reused == expected
+
+
+def test_kept_prefixes_survive_other_prompts(engine: Engine) -> None:
+    # Two sources' prompts in turn: each one's cache is still there when it comes back.
+    fresh = Engine(engine.decoder, engine.tokenizer, engine.chat, engine.stop_ids, 512, "t")
+    first, second = request(PROMPTS[1], 8, "a"), request(PROMPTS[2], 8, "b")
+    expected = run(fresh, first)[1].text
+    run(fresh, second)
+    prompt = fresh.prompt_ids(first.messages)
+    hit = fresh.reuse_prefix(prompt)
+    assert hit is not None and hit[0] == len(prompt) - 1
+    assert run(fresh, first)[1].text == expected
+
+
+def test_urgent_prompt_is_prefilled_before_waiting_ordinary_ones(engine: Engine) -> None:
+    fresh = Engine(engine.decoder, engine.tokenizer, engine.chat, engine.stop_ids, 512, "t")
+    batch = Batch(fresh, max_batch=4)
+    batch.add(request(PROMPTS[0], 30, "running"))
+    batch.step()
+    batch.add(request(PROMPTS[1], 4, "ordinary"))
+    batch.add(request(PROMPTS[2], 4, "urgent", priority=5))
+    results: dict[str, GenerationResult] = {}
+    while batch.busy:
+        for event in batch.step():
+            if isinstance(event, Finished) and event.result is not None:
+                results[event.id] = event.result
+    # Added after the ordinary one, its first token still came a step earlier.
+    assert results["urgent"].timing.first_token_ms < results["ordinary"].timing.first_token_ms

@@ -101,7 +101,12 @@ class Batch:
         constraint = self.engine.constraints().start(request.grammar) if request.grammar else None
         stop = request.stop if constraint is None else ()  # the grammar says where it ends
         now = time.perf_counter()
-        self._pending.append(
+        # Waiting prompts are prefilled by priority, then in arrival order: an urgent one
+        # goes before ordinary ones (one partly prefilled keeps its cache and resumes).
+        rank = request.priority
+        at = next((i for i, r in enumerate(self._pending) if r.request.priority < rank), None)
+        self._pending.insert(
+            len(self._pending) if at is None else at,
             _Row(
                 request=request,
                 prompt=prompt,
@@ -110,7 +115,7 @@ class Batch:
                 max_new=max_new,
                 added=queued_at if queued_at is not None else now,
                 constraint=constraint,
-            )
+            ),
         )
 
     def cancel(self, request_id: str) -> bool:

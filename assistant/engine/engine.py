@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
+import numpy.typing as npt
 from tokenizers import Tokenizer
 
 from assistant.engine.constrain import Constraints
@@ -17,15 +19,23 @@ from assistant.model.errors import ModelError
 if TYPE_CHECKING:
     from assistant.model.manager import ModelInstance
 
-# Prompts sharing at least this many leading tokens with the previous prompt (the chat
+# Prompts sharing at least this many leading tokens with a kept prompt (the chat
 # template's system turn, a conversation's history) reuse its KV cache for them.
 MIN_PREFIX = 16
-# Memory for the kept prefix. Home Assistant sends ~2k tokens of instructions, entities
-# and tool schemas with every request, and its next request (after a tool ran, or the next
-# turn) repeats them: keeping them all makes that request start in one short prefill.
+# Memory for the kept prefixes, the most recently used first. Home Assistant sends ~2k
+# tokens of instructions, entities and tool schemas with every request, and its next
+# request (after a tool ran, or the next turn) repeats them: keeping them makes that
+# request start in one short prefill, even when other sources' requests ran in between.
 # 192 MiB is ~4,300 tokens of SmolLM2-135M (45 KB a token), ~2,450 of SmolLM2-360M; it
 # fits in the 25% headroom the plan gives the worker above its weights and KV budget.
 MAX_PREFIX_BYTES = 192 * 2**20
+
+
+def shared_length(a: npt.NDArray[np.int64], b: npt.NDArray[np.int64]) -> int:
+    """How many leading tokens two prompts share."""
+    n = min(a.size, b.size)
+    diff = np.flatnonzero(a[:n] != b[:n])
+    return int(diff[0]) if diff.size else n
 
 
 class Engine:
@@ -46,7 +56,7 @@ class Engine:
         self.stop_ids = stop_ids
         self.context_tokens = context_tokens
         self.model_id = model_id
-        self._prefix: tuple[list[int], KVCache] | None = None
+        self._prefixes: list[tuple[npt.NDArray[np.int64], KVCache]] = []  # oldest use first
         self._constraints: Constraints | None = None
 
     def constraints(self) -> Constraints:
@@ -56,19 +66,18 @@ class Engine:
         return self._constraints
 
     def reuse_prefix(self, prompt: list[int]) -> tuple[int, KVCache] | None:
-        """The cached KV of the longest prefix `prompt` shares with the previous prompt."""
-        if self._prefix is None:
-            return None
-        ids, cache = self._prefix
-        shared = 0
-        for a, b in zip(prompt, ids, strict=False):
-            if a != b:
-                break
-            shared += 1
+        """The cached KV of the longest prefix `prompt` shares with a kept prompt."""
+        ids = np.asarray(prompt, dtype=np.int64)
+        best, shared = -1, 0
+        for i, (kept, _) in enumerate(self._prefixes):
+            if (n := shared_length(ids, kept)) > shared:
+                best, shared = i, n
         shared = min(shared, len(prompt) - 1)  # at least one token must still run
         if shared < MIN_PREFIX:
             return None
-        return shared, self.decoder.copy_prefix(cache, shared)
+        entry = self._prefixes.pop(best)
+        self._prefixes.append(entry)
+        return shared, self.decoder.copy_prefix(entry[1], shared)
 
     @property
     def max_prefix(self) -> int:
@@ -77,9 +86,17 @@ class Engine:
         return min(self.context_tokens, MAX_PREFIX_BYTES // per_token)
 
     def remember_prefix(self, prompt: list[int], cache: KVCache) -> None:
+        """Keep this prompt's KV cache (a copy) for later prompts that start the same way;
+        it replaces a kept prompt it extends, and the least recently used go first."""
         length = min(len(prompt), self.max_prefix)
-        if length >= MIN_PREFIX:
-            self._prefix = (prompt[:length], self.decoder.copy_prefix(cache, length))
+        if length < MIN_PREFIX:
+            return
+        ids = np.asarray(prompt[:length], dtype=np.int64)
+        kept = [(k, c) for k, c in self._prefixes if shared_length(ids, k) < k.size]
+        kept.append((ids, self.decoder.copy_prefix(cache, length)))
+        while sum(c.nbytes for _, c in kept) > MAX_PREFIX_BYTES:
+            kept.pop(0)
+        self._prefixes = kept
 
     @classmethod
     def from_model(cls, model: ModelInstance, context_tokens: int) -> Engine:

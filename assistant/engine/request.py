@@ -30,3 +30,6 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     grammar: str | None = None  # Lark text (core/grammar.py) the reply must match
     calls: bool = False  # the grammar allows tool calls: read them from the reply
+    # The scheduler's priority (higher first): the worker prefills waiting prompts in
+    # this order, so an urgent request's prefill never queues behind ordinary ones.
+    priority: int = 0

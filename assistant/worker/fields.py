@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 from assistant.core.events import ToolCall
-from assistant.engine.request import SamplingParams
+from assistant.engine.request import GenerationRequest, SamplingParams
 from assistant.ipc import MAX_FRAME, ProtocolError
 
 Payload = dict[str, Any]
@@ -19,6 +19,8 @@ MAX_TEXT = 256 * 1024
 MAX_INT = 1 << 63
 MAX_TOKENS = 1 << 20
 MAX_MESSAGES = 1024
+MAX_STOPS = 64
+MAX_PRIORITY = 10  # as the scheduler allows, either way
 
 
 def check_type(payload: Payload, expected: str) -> None:
@@ -95,6 +97,20 @@ def _message(pair: object) -> tuple[str, str]:
     if len(role) > 32 or len(content) > MAX_FRAME:
         raise ProtocolError("a message role or content is too long")
     return role, content
+
+
+def get_request(payload: Payload) -> GenerationRequest:
+    """A generate frame's request (its fields sit beside the frame's type)."""
+    return GenerationRequest(
+        id=get_str(payload, "id", 64),
+        messages=get_messages(payload, "messages"),
+        max_tokens=get_int(payload, "max_tokens", maximum=MAX_TOKENS),
+        sampling=get_sampling(get_object(payload, "sampling")),
+        stop=get_str_list(payload, "stop", MAX_STOPS, 256),
+        grammar=get_optional_str(payload, "grammar", MAX_FRAME),
+        calls=get_bool(payload, "calls", False),
+        priority=get_int(payload, "priority", minimum=-MAX_PRIORITY, maximum=MAX_PRIORITY),
+    )
 
 
 def get_sampling(payload: Payload) -> SamplingParams:

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal, TypeVar, get_args
 from assistant.core.events import Delta, GenerationResult, Timing, Usage
 from assistant.engine.request import GenerationRequest
 from assistant.errors import RequestError
-from assistant.ipc import MAX_FRAME, ProtocolError
+from assistant.ipc import ProtocolError
 from assistant.worker.fields import (
     MAX_TEXT,
     MAX_TOKENS,
@@ -23,19 +23,16 @@ from assistant.worker.fields import (
     check_type,
     get_bool,
     get_int,
-    get_messages,
     get_num,
     get_object,
     get_optional_int,
     get_optional_str,
-    get_sampling,
+    get_request,
     get_str,
-    get_str_list,
     get_tool_calls,
     json_ready,
 )
 
-MAX_STOPS = 64
 T = TypeVar("T")
 FinishReason = Literal["stop", "length", "cancelled", "tool_calls"]
 WorkerErrorCode = Literal["prompt_too_long", "invalid_request", "engine_failure"]
@@ -115,17 +112,7 @@ class GenerateFrame:
     @classmethod
     def from_payload(cls, payload: Payload) -> GenerateFrame:
         check_type(payload, cls.TYPE)
-        return cls(
-            GenerationRequest(
-                id=get_str(payload, "id", 64),
-                messages=get_messages(payload, "messages"),
-                max_tokens=get_int(payload, "max_tokens", maximum=MAX_TOKENS),
-                sampling=get_sampling(get_object(payload, "sampling")),
-                stop=get_str_list(payload, "stop", MAX_STOPS, 256),
-                grammar=get_optional_str(payload, "grammar", MAX_FRAME),
-                calls=get_bool(payload, "calls", False),
-            )
-        )
+        return cls(get_request(payload))
 
 
 @dataclass(frozen=True)

@@ -95,10 +95,12 @@ class Supervisor:
         generation = flight.generation
         if generation is None or flight.id in self._flights:
             raise ValueError(f"request id {flight.id!r} cannot be sent")
-        if generation.sampling.seed is None and not generation.sampling.greedy:
+        sampling = generation.sampling
+        if sampling.seed is None and not sampling.greedy:
             # A fixed seed makes a retry after a worker death reproduce the same text.
-            sampling = replace(generation.sampling, seed=random.getrandbits(32))
-            flight.generation = replace(generation, sampling=sampling)
+            sampling = replace(sampling, seed=random.getrandbits(32))
+        # The worker prefills waiting prompts in the scheduler's priority order.
+        flight.generation = replace(generation, sampling=sampling, priority=flight.priority)
         self._flights[flight.id] = flight
         self._idle.clear()
         if self._stopping:
