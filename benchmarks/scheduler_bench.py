@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import platform
 import statistics
@@ -111,6 +112,15 @@ def renamed(request: GenerationRequest, tag: str) -> GenerationRequest:
     )
 
 
+def salted(request: GenerationRequest, tag: str) -> GenerationRequest:
+    """`renamed`, its message starting with the tag: the worker keeps the KV cache of
+    recent prompts, and a prompt seen at an earlier concurrency level must not skip its
+    prefill at this one (only the chat template's system turn is shared, as in use)."""
+    (role, content), *_ = request.messages
+    messages = ((role, f"Request {request.id}-{tag}. {content}"),)
+    return GenerationRequest(f"{request.id}-{tag}", messages, request.max_tokens, request.sampling)
+
+
 Row = dict[str, float]
 
 
@@ -124,7 +134,7 @@ async def concurrency_rows(
         wall = 0.0
         for r in range(rounds):
             tag = f"c{n}r{r}x{sch.reserved_slots}"
-            batch = [renamed(pool[(r * n + i) % len(pool)], tag) for i in range(n)]
+            batch = [salted(pool[(r * n + i) % len(pool)], tag) for i in range(n)]
             started = time.perf_counter()
             samples += await asyncio.gather(*(measure(sch, q) for q in batch))
             wall += time.perf_counter() - started
@@ -145,15 +155,25 @@ async def concurrency_rows(
     return rows
 
 
+URGENT_ROOMS = ("kitchen", "hallway", "bathroom", "bedroom", "garage", "office")
+URGENT_SERIAL = itertools.count(1)
+
+
+def urgent(rid: str, i: int) -> GenerationRequest:
+    """A short command, different each time: no urgent request finds its whole prompt
+    cached by an earlier one (idle or loaded), only the chat template."""
+    room, n = URGENT_ROOMS[i % len(URGENT_ROOMS)], next(URGENT_SERIAL)
+    return GenerationRequest(rid, (("user", f"Turn on {room} light {n}, please."),), 16)
+
+
 async def priority_case(
     sch: TaskScheduler, pool: list[GenerationRequest]
 ) -> tuple[float, dict[str, object]]:
     """TTFT of a short priority-10 request: idle, and arriving behind 16 queued ordinary ones
     once the running ones are all decoding (three arrivals, each with the queue still full
     or nearly so)."""
-    urgent = GenerationRequest("urgent", (("user", "Turn on the kitchen light, please."),), 16)
     tag = f"x{sch.reserved_slots}"
-    idle = [(await measure(sch, renamed(urgent, f"idle{i}{tag}"), 10)).ttft_s for i in range(3)]
+    idle = [(await measure(sch, urgent(f"idle{i}{tag}", i), 10)).ttft_s for i in range(3)]
     requests = [
         renamed(pool[i % len(pool)], f"bg{i}{tag}")
         for i in range(sch.max_batch - sch.reserved_slots + 16)
@@ -172,7 +192,7 @@ async def priority_case(
     loaded, depths = [], []
     for i in range(3):
         depths.append(sch.stats().queue_depth)
-        loaded.append((await measure(sch, renamed(urgent, f"loaded{i}{tag}"), 10)).ttft_s)
+        loaded.append((await measure(sch, urgent(f"loaded{i}{tag}", 3 + i), 10)).ttft_s)
         await asyncio.sleep(0.2)
     for handle in background:
         sch.cancel_task(handle)
