@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from assistant.core.events import Delta, Event, Finished, GenerationResult
 from assistant.engine.batch import Batch, generate
-from assistant.engine.decoder import Decoder
+from assistant.engine.decoder import Decoder, KVCache
 from assistant.engine.engine import Engine
 from assistant.engine.request import GenerationRequest, SamplingParams
 from assistant.errors import RequestError
@@ -270,3 +271,40 @@ def test_urgent_prompt_is_prefilled_before_waiting_ordinary_ones(engine: Engine)
                 results[event.id] = event.result
     # Added after the ordinary one, its first token still came a step earlier.
     assert results["urgent"].timing.first_token_ms < results["ordinary"].timing.first_token_ms
+
+
+def test_urgent_arrival_stops_the_run_in_progress_which_is_redone(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fresh() -> Engine:
+        return Engine(engine.decoder, engine.tokenizer, engine.chat, engine.stop_ids, 512, "t")
+
+    expected = run(fresh(), request(PROMPTS[1], 12, "a"))[1]
+    mine = fresh()
+    batch = Batch(mine, max_batch=2)
+    batch.add(request(PROMPTS[1], 12, "a"))
+    real_step = engine.decoder.step
+    stopped: list[bool] = []
+    calls = 0
+
+    def step_as_urgent_arrives(cache: KVCache, tokens: np.ndarray) -> tuple[np.ndarray, KVCache]:
+        nonlocal calls
+        calls += 1
+        if not stopped:  # once, as a decode run starts: the worker's reader thread's call
+            reader = threading.Thread(target=lambda: stopped.append(batch.preempt(5)))
+            reader.start()
+            reader.join()
+        return real_step(cache, tokens)
+
+    monkeypatch.setattr(mine.decoder, "step", step_as_urgent_arrives)
+    results: list[GenerationResult] = []
+    while batch.busy:
+        for event in batch.step():
+            if isinstance(event, Finished) and event.result is not None:
+                results.append(event.result)
+        batch.preemption.taken()  # as the worker's loop does after taking its frames
+    assert stopped == [True] and batch.preemption.count == 1
+    # Every token after the first (from the prefill) is a decode run, plus the stopped one.
+    assert calls == expected.usage.completion_tokens
+    assert [r.text for r in results] == [expected.text]
+    assert results[0].usage == expected.usage

@@ -27,6 +27,7 @@ from assistant.engine.constrain import RowConstraint, final_calls
 from assistant.engine.decoder import KVCache
 from assistant.engine.detokenize import TextStream
 from assistant.engine.engine import Engine
+from assistant.engine.preempt import PreemptedError, Preemption
 from assistant.engine.request import GenerationRequest
 from assistant.engine.sampling import pick_token
 from assistant.errors import RequestError
@@ -75,6 +76,8 @@ class Batch:
         self._pending: list[_Row] = []
         self._active: list[_Row] = []
         self._cache = engine.decoder.empty(0)
+        self.preemption = Preemption()
+        engine.decoder.run_options = self.preemption.options
 
     @property
     def busy(self) -> bool:
@@ -146,14 +149,22 @@ class Batch:
             self._pending.remove(row)
             row.finish = "cancelled"
             events.append(self._finished(row))
-        if self._pending and self._has_room(self._pending[0]):
-            joined = len(self._active)
-            self._prefill(self._pending[0], events)
-            if len(self._active) > joined or events:
-                return events
-        if self._active:
-            self._decode(events)
+        try:
+            if self._pending and self._has_room(self._pending[0]):
+                joined = len(self._active)
+                self._prefill(self._pending[0], events)
+                if len(self._active) > joined or events:
+                    return events
+            if self._active:
+                self._decode(events)
+        except PreemptedError:
+            pass  # nothing changed: the next step, after the urgent prefill, redoes it
         return events
+
+    def preempt(self, priority: int) -> bool:
+        """From another thread, when a request of `priority` arrives: stop the graph run
+        in progress if it is for less urgent requests only. Whether one was stopped."""
+        return self.preemption.stop_below(priority)
 
     def _prefill(self, row: _Row, events: list[Event]) -> None:
         decoder = self.engine.decoder
@@ -165,7 +176,8 @@ class Batch:
         # Alone: the whole prompt at once (no added latency); else a chunk per step.
         chunk = len(row.prompt) if not self._active else PREFILL_CHUNK
         piece = row.prompt[row.prefilled : row.prefilled + chunk]
-        logits, row.cache = decoder.prefill(piece, row.cache)
+        with self.preemption.run(row.request.priority):
+            logits, row.cache = decoder.prefill(piece, row.cache)
         row.prefilled += len(piece)
         if row.prefilled < len(row.prompt):
             return
@@ -182,7 +194,8 @@ class Batch:
     def _decode(self, events: list[Event]) -> None:
         tokens = np.asarray([r.generated[-1] for r in self._active], dtype=np.int64)
         # Every active row has generated at least one token (its first, at prefill).
-        logits, self._cache = self.engine.decoder.step(self._cache, tokens)
+        with self.preemption.run(max(r.request.priority for r in self._active)):
+            logits, self._cache = self.engine.decoder.step(self._cache, tokens)
         for i, row in enumerate(self._active):
             if not row.finish:
                 self._accept(row, self._sample(row, logits[i]), events)

@@ -72,6 +72,7 @@ class Decoder:
         ]
         self._present = [(f"present.{i}.key", f"present.{i}.value") for i in range(self.n_layers)]
         self._out_names = ["logits"] + [name for pair in self._present for name in pair]
+        self.run_options: Any = None  # onnxruntime RunOptions for every run (preemption)
         self.inplace = self._inplace_works() if inplace is None else inplace
         LOG.debug("decoder: %d layers, in-place KV cache: %s", self.n_layers, self.inplace)
 
@@ -94,7 +95,7 @@ class Decoder:
             feed["logits_to_keep"] = np.array(keep, dtype=np.int64)
         for (k_name, v_name), k, v in zip(self._past, cache.keys, cache.values, strict=True):
             feed[k_name], feed[v_name] = k, v
-        out = self.session.run(self._out_names, feed)
+        out = self.session.run(self._out_names, feed, self.run_options)
         cache.keys, cache.values = out[1::2], out[2::2]
         logits: F32 = out[0]
         return logits
@@ -126,7 +127,7 @@ class Decoder:
         # Rebound every run: the logits' shape changes (a prompt vs one token), and ORT
         # would otherwise reuse the first run's output buffer. It keeps its first place.
         binding.bind_output("logits")
-        self.session.run_with_iobinding(binding)
+        self.session.run_with_iobinding(binding, self.run_options)
         logits: F32 = binding.get_outputs()[0].numpy()
         return logits
 

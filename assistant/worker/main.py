@@ -1,8 +1,9 @@
 """The worker program: confine itself, load the model (`startup`), then serve frames.
 
 Runs as `python -m assistant.worker --fd N`, N being its end of a socketpair. It logs only
-to stderr. One thread: between decode steps it drains waiting frames, so a cancel takes
-effect within one token and new requests join the running batch.
+to stderr. One thread runs the batch; between steps it takes the frames a reader thread has queued,
+so a cancel takes effect within one token and new requests join the running batch, and
+an urgent request stops the step in progress (redone after its prefill).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import argparse
 import contextlib
 import logging
 import os
-import select
+import queue
 import socket
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -27,10 +29,12 @@ from assistant.worker.protocol import (
     ErrorFrame,
     FatalFrame,
     FromWorker,
+    GenerateFrame,
     Hello,
     ResultFrame,
     ShutdownFrame,
     StartSpec,
+    ToWorker,
     decode_to_worker,
 )
 from assistant.worker.startup import confine_then_load
@@ -66,20 +70,46 @@ def serve(sock: socket.socket) -> int:
 
 
 def _loop(sock: socket.socket, batch: Batch, spec: StartSpec) -> int:
+    inbox: Inbox = queue.SimpleQueue()
+    reader = threading.Thread(target=_read, args=(sock, inbox, batch), name="reader", daemon=True)
+    reader.start()
     while True:
-        # Block when idle; only peek between decode steps when busy.
-        timeout = 0.0 if batch.busy else None
-        while select.select([sock], [], [], timeout)[0]:
-            frame = decode_to_worker(ipc.recv_frame(sock))
+        # Block when idle; only take what has arrived between steps when busy.
+        block = not batch.busy
+        while True:
+            try:
+                frame = inbox.get(block=block)
+            except queue.Empty:
+                break
+            block = False
+            if isinstance(frame, BaseException):
+                raise frame  # the channel closed or spoke out of turn
             if isinstance(frame, ShutdownFrame):
                 return EXIT_OK
             if isinstance(frame, CancelFrame):
                 batch.cancel(frame.id)
             else:
                 _add(sock, batch, spec, frame.request)
-            timeout = 0.0
+        batch.preemption.taken()
         if batch.busy and (code := _step(sock, batch)) is not None:
             return code
+
+
+Inbox = queue.SimpleQueue[ToWorker | BaseException]
+
+
+def _read(sock: socket.socket, inbox: Inbox, batch: Batch) -> None:
+    """The socket's only reader, on its own thread, so frames arrive during a step: an
+    urgent request stops the run in progress (`assistant.engine.preempt`), once the loop
+    can find it in the inbox."""
+    try:
+        while True:
+            frame = decode_to_worker(ipc.recv_frame(sock))
+            inbox.put(frame)
+            if isinstance(frame, GenerateFrame):
+                batch.preempt(frame.request.priority)
+    except BaseException as err:  # handed to the loop, which re-raises it
+        inbox.put(err)
 
 
 def _step(sock: socket.socket, batch: Batch) -> int | None:
