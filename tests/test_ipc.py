@@ -333,7 +333,9 @@ EVERY_FRAME: list[Any] = [
     StartSpec("/models/m", 2, 2048, 4, 1 << 26, memory_bytes=1 << 30, debug_hang_text="x"),
     Hello(42, "tiny", 2048, 12.5, {"enabled": True, "layers": {"uid": "active"}}),
     GenerateFrame(GenerationRequest("r1", (("system", "Be brief."), ("user", "Hi")), 8, SAMPLING)),
-    GenerateFrame(GenerationRequest("r2", (("user", "Hi"),), 8, SamplingParams(), ("\n\n",))),
+    GenerateFrame(
+        GenerationRequest("r2", (("user", "Hi"),), 8, SamplingParams(), ("\n\n",), priority=-10)
+    ),
     CancelFrame("r1"),
     ShutdownFrame(),
     DeltaFrame("r1", 3, " Par"),
@@ -383,6 +385,7 @@ BAD_FRAMES = [
     pytest.param(_with(EVERY_FRAME[2], messages=[["u", "x"]] * 1025), "1024", id="gen-many"),
     pytest.param(_with(EVERY_FRAME[2], max_tokens=-1), "max_tokens", id="gen-negative"),
     pytest.param(_with(EVERY_FRAME[2], stop=["x" * 257]), "stop", id="gen-long-stop"),
+    pytest.param(_with(EVERY_FRAME[2], priority=11), "priority", id="gen-priority-11"),
     pytest.param(
         _with(EVERY_FRAME[2], sampling={**asdict(SAMPLING), "top_p": 1.5}), "top_p", id="top-p"
     ),
