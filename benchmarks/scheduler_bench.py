@@ -166,6 +166,29 @@ def urgent(rid: str, i: int) -> GenerationRequest:
     return GenerationRequest(rid, (("user", f"Turn on {room} light {n}, please."),), 16)
 
 
+async def clients_row(sch: TaskScheduler, pool: list[GenerationRequest], n: int) -> Row:
+    """`n` clients, each sending its next prompt as soon as its reply is in (no rounds:
+    the batch stays full until the last client's share runs out), 16 requests in all."""
+
+    async def client(k: int) -> list[Sample]:
+        share = [salted(pool[i], f"k{n}") for i in range(k, len(pool), n)]
+        return [await measure(sch, q) for q in share]
+
+    started = time.perf_counter()
+    samples = [s for part in await asyncio.gather(*(client(k) for k in range(n))) for s in part]
+    wall = time.perf_counter() - started
+    tokens = sum(s.tokens for s in samples)
+    row: Row = {
+        "clients": n,
+        "requests": len(samples),
+        "tokens": tokens,
+        "tokens_per_s": round(tokens / wall, 1),
+        "ttft_p50_ms": round(pct([s.ttft_s for s in samples], 50) * 1000),
+    }
+    print(row, flush=True)
+    return row
+
+
 async def priority_case(
     sch: TaskScheduler, pool: list[GenerationRequest]
 ) -> tuple[float, dict[str, object]]:
@@ -264,6 +287,7 @@ async def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, object]]:
         rows = await concurrency_rows(plain, pool, CONCURRENCY)
         # Decode-bound: the same without the context paragraphs (prefill ~4x smaller).
         short_rows = await concurrency_rows(plain, prompts(16, with_context=False), (1, 8))
+        clients8 = await clients_row(plain, pool, 8)
         _, priority_plain = await priority_case(plain, pool)
         print("no reserved slot:", priority_plain, flush=True)
         # Lone request: scheduler + worker and the bare engine in turns, to share the noise.
@@ -304,6 +328,8 @@ async def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, object]]:
         "priority_reserved_slot": priority,
         "priority_target_met": ratio <= TARGET_PRIORITY_TTFT,
         "reserved_slot_row_at_8": reserved_rows[0],
+        "clients_8": clients8,
+        "clients_8_vs_1": round(clients8["tokens_per_s"] / single, 2),
         "engine_profile": profile,
     }
 
