@@ -7,9 +7,10 @@ decided here, by priority (higher first, FIFO within a priority). Cancel, deadli
 shutdown are each decided here, once; the retry after a worker death is the worker
 client's.
 
-Requests are not preempted, so an urgent request would wait for a running one to finish
+Running requests are not preempted, so an urgent request would wait for one to finish
 (seconds). Instead `reserved_slots` of the batch are kept for priority > 0: ordinary
-requests fill the rest, and an urgent one starts at once, prefilled while the others decode.
+requests fill the rest, and an urgent one starts at once; the worker stops the step in
+progress for it and prefills it before anything less urgent.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Continuous batching: prompts in, streamed text and one final result per request out.
 
 Requests join between decode steps (their prompt is prefilled alone, in chunks while others
-are decoding, then their cache joins the batch) and leave as soon as they finish, so a lone
-request runs at batch 1 with no added latency. `generate` is a batch of one and uses the
-same code path.
+are decoding, most urgent first, then their cache joins the batch) and leave as soon as they
+finish, so a lone request runs at batch 1 with no added latency. `generate` is a batch of
+one and uses the same code path. A step stopped for an urgent request (`preempt`) changes
+nothing and is redone.
 """
 
 from __future__ import annotations
