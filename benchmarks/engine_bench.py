@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
@@ -153,13 +154,36 @@ def run_ours_worker(ids: list[int]) -> dict[str, float]:
     return asyncio.run(main())
 
 
-def run_llama(ids: list[int]) -> dict[str, float]:
-    from llama_cpp import Llama  # noqa: PLC0415
+def open_llama(path: Path) -> Any:
+    """llama.cpp on `path`, 2 threads, without the CPU's "extra buffer types".
 
+    This machine lists AMX among its CPU flags and llama.cpp built with GGML_NATIVE uses
+    it for Q4_1 weights, but the VM traps on it: the first eval dies with SIGILL. Without
+    extra buffer types (AMX, and weight repacking, which has no Q4_1 layout on x86) the
+    AVX-512 kernels run. Set BENCH_LLAMA_EXTRA_BUFTS=1 where AMX works."""
+    import llama_cpp  # noqa: PLC0415
+
+    defaults = llama_cpp.llama_model_default_params
+
+    def params() -> Any:
+        out = defaults()
+        out.use_extra_bufts = os.environ.get("BENCH_LLAMA_EXTRA_BUFTS") == "1"
+        return out
+
+    llama_cpp.llama_model_default_params = params
+    llama_cpp.llama.llama_cpp.llama_model_default_params = params
+    try:
+        return llama_cpp.Llama(str(path), n_threads=THREADS, n_ctx=2048, n_batch=512, verbose=False)
+    finally:
+        llama_cpp.llama_model_default_params = defaults
+        llama_cpp.llama.llama_cpp.llama_model_default_params = defaults
+
+
+def run_llama(ids: list[int]) -> dict[str, float]:
     from assistant.convert.fetch import fetch_default_gguf  # noqa: PLC0415
 
     gguf = fetch_default_gguf()
-    llm = Llama(str(gguf), n_threads=THREADS, n_ctx=2048, n_batch=512, verbose=False)
+    llm = open_llama(gguf)
     start = time.perf_counter()
     llm.eval(ids)
     token = int(llm._scores[-1].argmax()) if llm._scores.size else 0

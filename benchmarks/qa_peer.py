@@ -58,11 +58,11 @@ def ours(precision: str) -> tuple[Generate, ModelInstance, list[int]]:
 
 
 def llama(stops: list[int]) -> Generate:
-    from llama_cpp import Llama  # noqa: PLC0415
+    from engine_bench import open_llama  # noqa: PLC0415
 
     from assistant.convert.fetch import fetch_default_gguf  # noqa: PLC0415
 
-    llm = Llama(str(fetch_default_gguf()), n_threads=THREADS, n_ctx=2048, verbose=False)
+    llm = open_llama(fetch_default_gguf())
 
     def run(ids: list[int]) -> list[int]:
         llm.reset()
