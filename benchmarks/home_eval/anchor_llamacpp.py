@@ -98,8 +98,9 @@ def run_mode(llm: Llama, mode: str, cases: list[Case], prompts: list[str]) -> di
     grammar = (
         LlamaGrammar.from_string(call_grammar(tools()), verbose=False) if mode == "gbnf" else None
     )
+    kinds = dict.fromkeys(c.kind for c in cases)
     per: dict[str, dict[str, list[Any]]] = {
-        k: {"ok": [], "wf": [], "first": [], "total": []} for k in KINDS
+        k: {"ok": [], "wf": [], "first": [], "total": []} for k in kinds
     }
     misses = []
     for case, prompt in zip(cases, prompts, strict=True):
@@ -134,8 +135,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--modes", default="gbnf,free")
+    parser.add_argument("--kinds", default=",".join(KINDS), help="e.g. general")
     args = parser.parse_args()
-    cases = load_cases()
+    cases = [c for c in load_cases() if c.kind in args.kinds.split(",")]
     ours = ModelInstance.load(default_models_dir() / MODEL, threads=1)
     prompts, _ = rendered_prompts(ours, cases)
     del ours
@@ -146,7 +148,7 @@ def main() -> None:
     for mode in args.modes.split(","):
         out[mode] = run_mode(llm, mode, cases, prompts)
         print_mode(mode, out[mode])
-    OUT.write_text(json.dumps(out, indent=1))
+        OUT.write_text(json.dumps(out, indent=1))  # each mode as soon as it is measured
 
 
 if __name__ == "__main__":
