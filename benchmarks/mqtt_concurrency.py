@@ -5,7 +5,7 @@
 Starts a private Mosquitto (`set_tcp_nodelay true`) and `python -m assistant serve`
 (sandbox on, the real default model, greedy, `engine.max_batch` 8), then publishes the
 scheduler bench's 16 prompts (mixed lengths, 64-128 new tokens each, salted per level so no
-prompt is cached from an earlier one) in rounds of `n` at once, for each level `n`.
+prompt is cached from, or answered by, an earlier level) in rounds of `n` at once.
 tokens/s = completion tokens (from each reply's `usage`) / wall time, publish to last reply.
 """
 
@@ -30,12 +30,12 @@ from tests.conftest import free_port  # noqa: E402
 from tests.mqtt_helpers import Client, ServiceProcess  # noqa: E402
 
 
-def level(client: Client, base: str, n: int) -> dict[str, Any]:
+def level(client: Client, base: str, n: int, tag: str) -> dict[str, Any]:
     pool = prompts(16)
     tokens, latencies = 0, []
     wall = 0.0
     for r in range(max(1, 16 // n)):
-        batch = [salted(pool[(r * n + i) % len(pool)], f"m{n}r{r}") for i in range(n)]
+        batch = [salted(pool[(r * n + i) % len(pool)], f"{tag}r{r}") for i in range(n)]
         started = time.monotonic()
         for q in batch:
             payload = {"id": q.id, "text": q.messages[0][1], "max_tokens": q.max_tokens}
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             service.wait_online(client, timeout=120)
             client.publish(f"{service.base}/ask", {"id": "warm", "text": "hi", "max_tokens": 4})
             client.wait_for(final_for("warm"), timeout=120)
-            rows = [level(client, service.base, n) for n in levels]
+            rows = [level(client, service.base, n, f"m{k}") for k, n in enumerate(levels)]
         finally:
             client.close()
             service.stop()
