@@ -23,9 +23,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from mqtt_bench import cpu_model, final_for, start_broker  # noqa: E402
+from scheduler_bench import DEFAULT_MODEL, prompts, salted  # noqa: E402
+
 from assistant.model.paths import default_models_dir  # noqa: E402
-from benchmarks.mqtt_bench import cpu_model, final_for, start_broker  # noqa: E402
-from benchmarks.scheduler_bench import DEFAULT_MODEL, prompts, salted  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.mqtt_helpers import Client, ServiceProcess  # noqa: E402
 
