@@ -159,8 +159,9 @@ def open_llama(path: Path) -> Any:
 
     This machine lists AMX among its CPU flags and llama.cpp built with GGML_NATIVE uses
     it for Q4_1 weights, but the VM traps on it: the first eval dies with SIGILL. Without
-    extra buffer types (AMX, and weight repacking, which has no Q4_1 layout on x86) the
-    AVX-512 kernels run. Set BENCH_LLAMA_EXTRA_BUFTS=1 where AMX works."""
+    extra buffer types (AMX, and weight repacking, which to our reading of ggml has no
+    Q4_1 layout; not measured) the AVX-512 kernels run. Set BENCH_LLAMA_EXTRA_BUFTS=1
+    where AMX works."""
     import llama_cpp  # noqa: PLC0415
 
     defaults = llama_cpp.llama_model_default_params
