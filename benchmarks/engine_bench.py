@@ -180,6 +180,16 @@ def open_llama(path: Path) -> Any:
         llama_cpp.llama.llama_cpp.llama_model_default_params = defaults
 
 
+def llama_logits(llm: Any) -> Any:
+    """The last evaluated position's logits. llama-cpp-python 0.3 no longer fills
+    `Llama.scores` without logits_all (it stays zeros), so they are read from the context."""
+    import llama_cpp  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    row = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
+    return np.ctypeslib.as_array(row, shape=(llm.n_vocab(),))
+
+
 def run_llama(ids: list[int]) -> dict[str, float]:
     from assistant.convert.fetch import fetch_default_gguf  # noqa: PLC0415
 
@@ -187,11 +197,11 @@ def run_llama(ids: list[int]) -> dict[str, float]:
     llm = open_llama(gguf)
     start = time.perf_counter()
     llm.eval(ids)
-    token = int(llm._scores[-1].argmax()) if llm._scores.size else 0
+    token = int(llama_logits(llm).argmax())
     first = time.perf_counter()
     for _ in range(NEW_TOKENS - 1):
         llm.eval([token])
-        token = int(llm._scores[-1].argmax())
+        token = int(llama_logits(llm).argmax())
     end = time.perf_counter()
     return _figures(len(ids), start, first, end, gguf.stat().st_size)
 

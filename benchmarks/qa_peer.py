@@ -58,7 +58,7 @@ def ours(precision: str) -> tuple[Generate, ModelInstance, list[int]]:
 
 
 def llama(stops: list[int]) -> Generate:
-    from engine_bench import open_llama  # noqa: PLC0415
+    from engine_bench import llama_logits, open_llama  # noqa: PLC0415
 
     from assistant.convert.fetch import fetch_default_gguf  # noqa: PLC0415
 
@@ -69,7 +69,7 @@ def llama(stops: list[int]) -> Generate:
         llm.eval(ids)
         out: list[int] = []
         while len(out) < MAX_NEW:
-            token = int(llm._scores[-1].argmax())
+            token = int(llama_logits(llm).argmax())
             if token in stops:
                 break
             out.append(token)
