@@ -10,9 +10,10 @@ the tied head, Q5_0/Q8_0 fallbacks where a row is not a multiple of 256).
 The vocabulary is SmolLM2's real BPE (tokens, merges, chat template, read from the default
 GGUF already in the download cache), padded with unreachable filler tokens to the model's
 vocabulary size, so that prompts tokenize like real text and the embedding and LM head have
-the real shapes. Weight scales keep the residual stream dominated by the token embedding, so
-the logits stay finite and the int8-activation kernels agree with FP32 (the level search of
-`prepare` then stops at its first step; on random weights that search means nothing).
+the real shapes. Weight scales keep the residual stream dominated by the token embedding and
+the logits moderate (finite perplexity), so the int8-activation kernels agree with FP32: the
+level search of `prepare` stops at its first step (all groups at level 4, the fastest
+decode); on random weights that search means nothing.
 
     .venv-bench/bin/python benchmarks/scale_models.py --out /work/cache/scale \
         --models qwen2.5-0.5b --types Q4_K_M,Q4_0,Q8_0
@@ -38,9 +39,13 @@ from assistant.convert.gguf_loader import GgufVocab, open_reader, read_vocab  # 
 
 # llama.cpp's llama_ftype values for the file types made here.
 FTYPES = {"Q4_0": 2, "Q8_0": 7, "Q4_K_M": 15}
-# Standard deviations: embedding rows dominate the residual stream (see the docstring).
+# Embedding rows (std 1) dominate the residual stream over the small projections, so a
+# position's logits peak at its own token; the final norm's gain sets that peak to
+# ~LOGIT_PEAK over the rest (std ~LOGIT_PEAK / sqrt(hidden)): finite perplexity, a
+# top-1 that int8 activations keep.
 EMBED_STD = 1.0
-PROJ_STD = 0.01
+PROJ_STD = 0.005
+LOGIT_PEAK = 24.0
 
 
 @dataclass(frozen=True)
@@ -139,7 +144,7 @@ def write_f16(path: Path, name: str, shape: Shape, seed: int = 0) -> None:
         matrix(p + "ffn_gate.weight", shape.ffn, shape.hidden, PROJ_STD)
         matrix(p + "ffn_up.weight", shape.ffn, shape.hidden, PROJ_STD)
         matrix(p + "ffn_down.weight", shape.hidden, shape.ffn, PROJ_STD)
-    vector("output_norm.weight", shape.hidden, 1.0, 0.05)
+    vector("output_norm.weight", shape.hidden, LOGIT_PEAK / shape.hidden, 0.0)
     # No output.weight: all three published models tie the head to the embedding.
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -181,15 +186,19 @@ def main() -> int:
         todo = [t for t in args.types.split(",") if not gguf_path(args.out, name, t).is_file()]
         if not todo:
             continue
+        # Each file is written under a temporary name: an interrupted run leaves no file
+        # that a later one would take as complete.
         if not f16.is_file():
             start = time.perf_counter()
-            write_f16(f16, name, shape)
+            write_f16(f16.with_suffix(".part"), name, shape)
+            f16.with_suffix(".part").rename(f16)
             took = time.perf_counter() - start
             print(f"{f16}: {f16.stat().st_size / 2**20:.0f} MB in {took:.0f}s")
         for type_name in todo:
             target = gguf_path(args.out, name, type_name)
             start = time.perf_counter()
-            quantize(f16, target, type_name, args.threads)
+            quantize(f16, target.with_suffix(".part"), type_name, args.threads)
+            target.with_suffix(".part").rename(target)
             size = target.stat().st_size / 2**20
             print(f"{target}: {size:.0f} MB in {time.perf_counter() - start:.0f}s")
         if not args.keep_f16:
