@@ -82,19 +82,26 @@ def run_ours(folder: str, prompts: dict[str, list[int]], new_tokens: int) -> dic
 
 
 def run_llama(gguf: str, prompts: dict[str, list[int]], new_tokens: int) -> dict[str, Any]:
-    from llama_cpp import Llama  # noqa: PLC0415
+    import llama_cpp  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
 
-    llm = Llama(gguf, n_threads=THREADS, n_ctx=CONTEXT, n_batch=512, verbose=False)
+    llm = llama_cpp.Llama(gguf, n_threads=THREADS, n_ctx=CONTEXT, n_batch=512, verbose=False)
+
+    def next_token() -> int:
+        # The context's logits: llama-cpp-python 0.3 leaves Llama.scores at zero without
+        # logits_all.
+        row = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
+        return int(np.ctypeslib.as_array(row, shape=(llm.n_vocab(),)).argmax())
 
     def generate(ids: list[int], n: int) -> tuple[float, float, float]:
         llm.reset()  # a fresh sequence: eval drops the cache beyond n_tokens = 0
         start = time.perf_counter()
         llm.eval(ids)
-        token = int(llm._scores[-1].argmax())
+        token = next_token()
         first = time.perf_counter()
         for _ in range(n - 1):
             llm.eval([token])
-            token = int(llm._scores[-1].argmax())
+            token = next_token()
         return start, first, time.perf_counter()
 
     generate(prompts["short"], WARMUP_TOKENS)
