@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 
 @dataclass
@@ -56,8 +56,19 @@ class SupervisorDouble:
             return 404, {"result": "error", "message": f"{path} is not in this double"}
 
 
+class Answers(Protocol):
+    """What `serving` needs of a double: an answer per GET, and where it is served."""
+
+    url: str
+
+    def answer(self, path: str, auth: str | None) -> tuple[int, Any]: ...
+
+
+D = TypeVar("D", bound=Answers)
+
+
 @contextmanager
-def serving(double: SupervisorDouble, host: str = "127.0.0.1") -> Iterator[SupervisorDouble]:
+def serving(double: D, host: str = "127.0.0.1") -> Iterator[D]:
     """Serve `double` on `host` at a free port (its `url`) until the block ends."""
 
     class Handler(BaseHTTPRequestHandler):

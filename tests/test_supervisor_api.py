@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from assistant.supervisor_api import (
 )
 from tests.conftest import Broker, free_port
 from tests.mqtt_helpers import Client, ServiceProcess, running
+from tests.supervisor_double import serving
 
 TOKEN = "supervisor-token-for-the-test-double"
 PASSWORD = "broker-password-from-the-double"
@@ -68,7 +68,7 @@ class SupervisorDouble:
             self.answers = list(answers)
             self.requests.clear()
 
-    def next_answer(self, path: str, auth: str | None) -> tuple[int, Any]:
+    def answer(self, path: str, auth: str | None) -> tuple[int, Any]:
         with self.lock:
             self.requests.append((path, auth))
             if path != "/services/mqtt":
@@ -80,31 +80,8 @@ class SupervisorDouble:
 
 @pytest.fixture(scope="module")
 def supervisor() -> Iterator[SupervisorDouble]:
-    double = SupervisorDouble()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            status, body = double.next_answer(self.path, self.headers.get("Authorization"))
-            payload = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *_args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    double.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serving(SupervisorDouble()) as double:
         yield double
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def addon_env(supervisor: SupervisorDouble, **extra: str) -> dict[str, str]:
