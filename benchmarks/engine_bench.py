@@ -18,13 +18,14 @@ import asyncio
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from procmem import peak_rss_mb
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
@@ -142,13 +143,12 @@ def run_ours_worker(ids: list[int]) -> dict[str, float]:
                 final = event
             assert isinstance(final, Finished) and final.result is not None
             worker.append(final.result.timing.tokens_per_s)
-        status = Path(f"/proc/{hello.pid}/status").read_text()
-        hwm = next(line for line in status.splitlines() if line.startswith("VmHWM"))
+        worker_peak = peak_rss_mb(hello.pid)
         await sup.stop()
         return {
             "worker_decode_tok_s": max(worker),
             "inprocess_decode_tok_s": max(local),
-            "worker_peak_rss_mb": int(hwm.split()[1]) / 1024,
+            "worker_peak_rss_mb": worker_peak,
         }
 
     return asyncio.run(main())
@@ -253,7 +253,9 @@ def child(engine: str, which: str) -> None:
         "pytorch-fp32": lambda: run_torch(ids),
     }
     figures = runners[engine]()
-    figures.setdefault("peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    # This process's own peak (VmHWM): ru_maxrss would keep the orchestrator's, which loads
+    # the model for the prompt ids, across fork + exec.
+    figures.setdefault("peak_rss_mb", peak_rss_mb())
     print(json.dumps(figures))
 
 

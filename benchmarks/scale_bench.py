@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from procmem import peak_rss_mb
+
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -112,10 +114,7 @@ def child(engine: str, path: str, new_tokens: int) -> None:
     prompts = json.loads(os.environ["BENCH_IDS"])
     runner = run_ours if engine == "ours" else run_llama
     figures = runner(path, prompts, new_tokens)
-    # VmHWM, not ru_maxrss: the latter keeps the parent's peak across fork + exec.
-    status = Path("/proc/self/status").read_text()
-    hwm = next(line for line in status.splitlines() if line.startswith("VmHWM"))
-    figures["peak_rss_mb"] = int(hwm.split()[1]) / 1024
+    figures["peak_rss_mb"] = peak_rss_mb()  # VmHWM: ru_maxrss keeps the parent's peak
     print(json.dumps(figures))
 
 
