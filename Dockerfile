@@ -16,28 +16,36 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 \
     && rm -rf /var/lib/apt/lists/*
 
-# --- build: what the two build stages share: venv support and the sources ------------
+# --- build: what the build stages share: venv support and the venv script -------------
 FROM python AS build
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3-venv binutils \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY assistant ./assistant
+COPY pyproject.toml ./
 COPY scripts/build-image-venv.sh ./scripts/
+
+# --- dependencies: the runtime venv's dependencies, from pyproject.toml alone, so that a
+# change to the sources reuses this layer (the slow one under arm64 emulation)
+FROM build AS dependencies
+RUN bash scripts/build-image-venv.sh --dependencies /opt/venv
 
 # --- prepare: the default INT8 model, made with the converter (gguf, onnx), which the
 # add-on itself does not ship
 FROM build AS prepare
+COPY README.md ./
+COPY assistant ./assistant
 # Empty: prepare the model here. A folder of already prepared models (mounted into the
 # build) is copied instead: the prepared model is architecture-independent, and the
 # arm64 smoke test under emulation (scripts/image-test.sh) reuses the amd64 build's.
 ARG PREPARED_MODELS=""
 RUN bash scripts/build-image-venv.sh - /opt/models
 
-# --- venv: the runtime venv, without the converter and without pip -----------------
-FROM build AS venv
+# --- venv: the runtime venv: the package onto its dependencies; no converter, no pip ---
+FROM dependencies AS venv
+COPY README.md ./
+COPY assistant ./assistant
 RUN bash scripts/build-image-venv.sh /opt/venv -
 
 # --- the add-on: the interpreter, the venv, the models and the s6 services, no more ---

@@ -5,7 +5,13 @@
 # in separate build stages; tests/test_addon.py (slow) runs both into a temporary folder.
 #
 #   scripts/build-image-venv.sh VENV_DIR MODELS_DIR     (either may be "-": skipped)
+#   scripts/build-image-venv.sh --dependencies VENV_DIR
 #
+# - --dependencies: the runtime venv with the project's dependencies alone (trimmed as
+#   below), not the package. The Dockerfile runs it in a stage that sees pyproject.toml and
+#   not the sources, so a change to the sources reuses that layer: under the arm64
+#   emulation of the image test, installing the dependencies is most of the build time.
+#   A later `VENV_DIR -` on that venv then installs just the package (--no-deps).
 # - MODELS_DIR: the model is prepared by a throw-away venv that has the converter
 #   (the package's `prepare` extra: gguf, onnx, onnx-ir and what they pull in).
 # - VENV_DIR: the runtime venv: the package without that extra, no pip, none of the
@@ -20,8 +26,14 @@
 set -euo pipefail
 
 if [ "$#" -ne 2 ]; then
-    echo "usage: $0 VENV_DIR|- MODELS_DIR|-" >&2
+    echo "usage: $0 VENV_DIR|- MODELS_DIR|-  or  $0 --dependencies VENV_DIR" >&2
     exit 2
+fi
+DEPENDENCIES_ONLY=0
+if [ "$1" = "--dependencies" ]; then
+    DEPENDENCIES_ONLY=1
+    shift
+    set -- "$1" -
 fi
 VENV_DIR=$1
 MODELS_DIR=$2
@@ -42,6 +54,8 @@ RUNTIME_CUTS="tokenizers>huggingface-hub onnxruntime>protobuf onnxruntime>packag
 # converter's work, done in the prepare venv), model tools, the onnx backend API and
 # sample data. The service and the worker use onnxruntime's inference API alone.
 ORT_TOOLING="quantization transformers tools backend datasets"
+# Left in a venv that --dependencies built: the package step then adds the package alone.
+readonly DEPS_MARK=.edge-assistant-dependencies
 
 prepare_models() {
     if [ -n "${PREPARED_MODELS:-}" ]; then
@@ -68,9 +82,21 @@ prepare_models() {
     chmod -R a+rX,go-w "$MODELS_DIR"
 }
 
-# The distributions of VENV that edge-assistant does not need once RUNTIME_CUTS are cut.
+# The project's runtime requirements, one per line, from pyproject.toml.
+project_dependencies() {
+    "$PYTHON" - "${REPO}/pyproject.toml" <<'PY'
+import sys
+import tomllib
+
+with open(sys.argv[1], "rb") as file:
+    print("\n".join(tomllib.load(file)["project"]["dependencies"]))
+PY
+}
+
+# The distributions of VENV that the project's dependencies (ROOTS, one requirement a
+# line) do not need once RUNTIME_CUTS are cut.
 unneeded_distributions() {
-    RUNTIME_CUTS="${RUNTIME_CUTS}" "$1/bin/python" - <<'PY'
+    RUNTIME_CUTS="${RUNTIME_CUTS}" ROOTS="$2" "$1/bin/python" - <<'PY'
 import os
 import re
 from importlib.metadata import distributions
@@ -89,7 +115,8 @@ for dist in distributions():
             continue  # optional extras are never installed here
         needs.add(norm(re.match(r"[A-Za-z0-9._-]+", req).group(0)))
     requires[norm(dist.metadata["Name"])] = needs
-keep, todo = set(), ["edge-assistant"]
+roots = [re.match(r"[A-Za-z0-9._-]+", line).group(0) for line in os.environ["ROOTS"].split("\n")]
+keep, todo = set(), [norm(root) for root in roots]
 while todo:
     name = todo.pop()
     if name in keep or name not in requires:
@@ -100,21 +127,34 @@ print(" ".join(sorted(set(requires) - keep)))
 PY
 }
 
-build_runtime_venv() {
-    echo "build-image-venv: creating the runtime venv ${VENV_DIR} (no pip, no converter)"
-    # pip runs from a throw-away venv (--python): the runtime venv carries no pip.
+# pip, run from a throw-away venv (--python): the runtime venv carries no pip.
+runtime_pip() {
     "$PYTHON" -m venv "${TOOLS}/pip"
     "${TOOLS}/pip/bin/python" -m pip install --quiet --upgrade pip
+}
+
+install_dependencies() {
+    echo "build-image-venv: creating the runtime venv ${VENV_DIR} (dependencies, no pip, no converter)"
+    runtime_pip
     "$PYTHON" -m venv --without-pip "$VENV_DIR"
     local pip=("${TOOLS}/pip/bin/python" -m pip --python "${VENV_DIR}/bin/python")
-    "${pip[@]}" install --quiet --prefer-binary "$REPO"
+    local requirements
+    requirements=$(project_dependencies)
+    local -a wanted
+    mapfile -t wanted <<<"${requirements}"
+    "${pip[@]}" install --quiet --prefer-binary "${wanted[@]}"
     local unneeded
-    unneeded=$(unneeded_distributions "$VENV_DIR")
+    unneeded=$(unneeded_distributions "$VENV_DIR" "${requirements}")
     if [ -n "${unneeded}" ]; then
         echo "build-image-venv: removing what only a cut edge needs: ${unneeded}"
         # shellcheck disable=SC2086  # a list of distribution names
         "${pip[@]}" uninstall --quiet --yes ${unneeded}
     fi
+    trim_site
+    touch "${VENV_DIR}/${DEPS_MARK}"
+}
+
+trim_site() {
     local site
     site=$(echo "$VENV_DIR"/lib/python3*/site-packages)
     for tool in ${ORT_TOOLING}; do
@@ -140,6 +180,16 @@ build_runtime_venv() {
     else
         echo "build-image-venv: no strip (binutils): the venv keeps its debug symbols" >&2
     fi
+}
+
+# The package itself into a venv that has its dependencies (--no-deps: pip must not bring
+# back what install_dependencies cut).
+install_package() {
+    echo "build-image-venv: installing edge-assistant into ${VENV_DIR}"
+    [ -d "${TOOLS}/pip" ] || runtime_pip
+    "${TOOLS}/pip/bin/python" -m pip --python "${VENV_DIR}/bin/python" install --quiet \
+        --no-deps "$REPO"
+    rm -f "${VENV_DIR}/${DEPS_MARK}"
     # Everything the service and the worker import at start must still be there.
     "$VENV_DIR/bin/python" -c 'import assistant.serve, assistant.worker.main, onnxruntime, tokenizers'
     "$VENV_DIR/bin/edge-assistant" --version
@@ -150,6 +200,13 @@ if [ "$MODELS_DIR" != "-" ]; then
     prepare_models
 fi
 if [ "$VENV_DIR" != "-" ]; then
-    build_runtime_venv
+    if [ ! -e "${VENV_DIR}/${DEPS_MARK}" ]; then
+        install_dependencies
+    fi
+    if [ "${DEPENDENCIES_ONLY}" = 1 ]; then
+        chmod -R a+rX,go-w "$VENV_DIR"
+    else
+        install_package
+    fi
 fi
 echo "build-image-venv: done"
