@@ -49,6 +49,25 @@ def read_blocks(path: Path) -> tuple[dict[str, BlockMatrix], dict[str, str]]:
     return blocks, types
 
 
+def exact_sources(path: Path) -> frozenset[str]:
+    """The GGUF tensors that `exact_projections` maps from their blocks (every part of their
+    group block-quantized, and an untied output): their float32 copies are never needed."""
+    reader = open_reader(path)
+    quantized = {
+        t.name
+        for t in reader.tensors
+        if t.tensor_type.name not in FLOAT_TYPES and len(t.shape) == 2
+    }
+    names = {t.name.split(".")[1] for t in reader.tensors if t.name.startswith("blk.")}
+    found = {"output.weight"} & quantized
+    for i in names:
+        for parts in _PARTS.values():
+            group = {f"blk.{i}.{part}.weight" for part in parts}
+            if group <= quantized:
+                found |= group
+    return frozenset(found)
+
+
 def exact_projections(
     config: LlamaConfig, blocks: Mapping[str, BlockMatrix], levels: Mapping[str, int]
 ) -> dict[str, tuple[BlockMatrix, int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,13 +172,22 @@ def read_config(reader: Any) -> LlamaConfig:
     )
 
 
-def _read_tensors(reader: Any) -> dict[str, F32]:
+def placeholder(shape: tuple[int, ...]) -> F32:
+    """A matrix left undequantized: NaN everywhere, one stored value (a zero-stride view), so
+    it costs no memory and any use of it shows in the outputs instead of passing unseen."""
+    return np.broadcast_to(np.float32(np.nan), shape)
+
+
+def _read_tensors(reader: Any, skip: Collection[str]) -> dict[str, F32]:
     from gguf.quants import dequantize  # noqa: PLC0415
 
     out: dict[str, F32] = {}
     for tensor in reader.tensors:
         # GGUF lists dimensions fastest-first; numpy wants them slowest-first.
         shape = tuple(int(d) for d in reversed(list(tensor.shape)))
+        if tensor.name in skip:
+            out[tensor.name] = placeholder(shape)
+            continue
         try:
             array = dequantize(np.asarray(tensor.data), tensor.tensor_type)
         except NotImplementedError as err:
@@ -201,9 +211,10 @@ def _take(tensors: dict[str, F32], name: str, shape: tuple[int, ...]) -> F32:
     return array
 
 
-def read_weights(reader: Any, config: LlamaConfig) -> LlamaWeights:
-    """Dequantize every tensor to float32 and check it against the config."""
-    tensors = _read_tensors(reader)
+def read_weights(reader: Any, config: LlamaConfig, skip: Collection[str] = ()) -> LlamaWeights:
+    """Dequantize every tensor to float32 (but those named in `skip`: `placeholder`s) and
+    check it against the config."""
+    tensors = _read_tensors(reader, skip)
     h, f, v = config.hidden, config.ffn, config.vocab
     kv = config.n_kv_heads * config.head_dim
     layers = []
@@ -263,11 +274,15 @@ def read_vocab(reader: Any) -> GgufVocab:
     )
 
 
-def load_gguf(path: Path) -> GgufModel:
-    """Read config, weights and vocabulary; raises CorruptModelError / UnsupportedModelError."""
+def load_gguf(path: Path, skip: Collection[str] = ()) -> GgufModel:
+    """Read config, weights and vocabulary; raises CorruptModelError / UnsupportedModelError.
+
+    Tensors named in `skip` are not dequantized (`placeholder`s of their shape): precision
+    `gguf` maps them from their blocks, and at 1.5B parameters the float32 copies alone
+    are 6 GB."""
     reader = open_reader(path)
     config = read_config(reader)
     vocab = read_vocab(reader)
     if len(vocab.tokens) != config.vocab:
         raise CorruptModelError(f"{len(vocab.tokens)} tokens for a vocab of {config.vocab}")
-    return GgufModel(config=config, weights=read_weights(reader, config), vocab=vocab)
+    return GgufModel(config=config, weights=read_weights(reader, config, skip), vocab=vocab)

@@ -15,12 +15,13 @@ from typing import Any, Literal
 import onnx
 
 from assistant.convert.calibration import LEVEL_SEARCH_TEXT
+from assistant.convert.exact import exact_sources
 from assistant.convert.fetch import DEFAULT_SOURCE, fetch_default_gguf
 from assistant.convert.gguf_loader import GgufModel, load_gguf
 from assistant.convert.graph import build_decoder
 from assistant.convert.optimize import OPTIMIZATION_LEVEL, graph_stats, optimize_offline
 from assistant.convert.prepare_gguf import search_levels, source_is_quantized
-from assistant.convert.quality import BUILTIN_TEXT, QualityReport, compare
+from assistant.convert.quality import BUILTIN_TEXT, Predictions, QualityReport, compare, predictions
 from assistant.convert.quantize import ACCURACY_LEVEL, EMBED_BLOCK, quantize_int8
 from assistant.convert.smooth import ALPHA as SMOOTH_ALPHA
 from assistant.convert.smooth import CALIBRATION_TEXT, collect_stats, smooth
@@ -80,11 +81,13 @@ def _save(model: onnx.ModelProto, path: Path) -> None:
     )
 
 
-def _verify(reference: Path, candidate: Path, gguf: GgufModel, text: str) -> QualityReport:
+def _verify(
+    reference: Path | Predictions, candidate: Path, gguf: GgufModel, text: str
+) -> QualityReport:
     ids = build_tokenizer(gguf.vocab).encode(text).ids
-    report = compare(
-        open_session(reference, threads=None), open_session(candidate, threads=None), ids
-    )
+    if isinstance(reference, Path):
+        reference = predictions(open_session(reference, threads=None), ids)
+    report = compare(reference, open_session(candidate, threads=None), ids)
     if not (report.ppl_ratio <= GATE_PPL_RATIO and report.top1_agreement >= GATE_AGREEMENT):
         raise ModelError(
             f"converted model fails the quality check: perplexity x{report.ppl_ratio:.3f}, "
@@ -147,15 +150,21 @@ def _build(
     quality, and the quantization record of a gguf-precision build."""
     out = work / "out"
     step("build")
-    _save(build_decoder(gguf.config, gguf.weights), work / "fp32" / MODEL_FILE)
     raw = work / "fp32" / MODEL_FILE
+    # INT8 and FP32 are checked against the FP32 graph (FP32 against its unoptimized self);
+    # GGUF against its blocks at level 0 (prepare_gguf.py), with no FP32 graph at all.
+    reference: Path | Predictions = raw
+    if precision != "gguf":
+        _save(build_decoder(gguf.config, gguf.weights), raw)
     step("quantize")
     record = None
     if precision == "gguf":
         # ~1,400 tokens: the level search decides on differences of 0.01 in agreement.
         text = LEVEL_SEARCH_TEXT + "\n" + CALIBRATION_TEXT + "\n" + BUILTIN_TEXT
-        ids = build_tokenizer(gguf.vocab).encode(text).ids[: gguf.config.context_length]
-        raw, record = search_levels(gguf, source, raw, work, ids, _save)
+        tokenizer = build_tokenizer(gguf.vocab)
+        ids = tokenizer.encode(text).ids[: gguf.config.context_length]
+        verify_ids = tokenizer.encode(BUILTIN_TEXT).ids
+        raw, record, reference = search_levels(gguf, source, work, ids, verify_ids, _save)
     elif precision == "int8":
         raw = work / "int8" / MODEL_FILE
         # More calibration tokens give steadier per-channel maxima (agreement 0.967 with
@@ -179,8 +188,7 @@ def _build(
         "after": asdict(after),
     }
     step("verify")
-    # INT8 and GGUF are checked against FP32; FP32 against its own unoptimized graph.
-    quality = _verify(work / "fp32" / MODEL_FILE, out / MODEL_FILE, gguf, BUILTIN_TEXT)
+    quality = _verify(reference, out / MODEL_FILE, gguf, BUILTIN_TEXT)
     return graph, quality, record
 
 
@@ -226,7 +234,10 @@ def prepare_model(
         _LOGGER.info("model %s is up to date at %s", model_id, target)
         return target
     step("dequantize")
-    model = load_gguf(source_path)  # raises Corrupt/Unsupported before anything is written
+    # Raises Corrupt/Unsupported before anything is written. Precision gguf never needs the
+    # float32 copies of the matrices it maps from their blocks.
+    skip = exact_sources(source_path) if precision == "gguf" else frozenset[str]()
+    model = load_gguf(source_path, skip)
     source = {"gguf": source_path.name, "gguf_path": str(source_path), "gguf_sha256": gguf_sha}
     if gguf is None:
         source["wheel"] = DEFAULT_SOURCE

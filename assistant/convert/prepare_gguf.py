@@ -2,9 +2,15 @@
 
 Each projection group runs MatMulNBits at accuracy level 4 (int8 activations: fastest per
 token) unless measurement says otherwise: the model is built with every group at level 4,
-compared with the dequantized FP32 reference, and groups move to level 0 (fp32
-activations: exact) one at a time, in `SEARCH_ORDER`, until top-1 agreement reaches
-`TARGET_AGREEMENT`. Every step's figures go into the manifest.
+compared with the reference, and groups move to level 0 (fp32 activations: exact) one at a
+time, in `SEARCH_ORDER`, until top-1 agreement reaches `TARGET_AGREEMENT`. Every step's
+figures go into the manifest.
+
+The reference is the same blocks at level 0 everywhere, the LM head included: the
+dequantized weights to fp32 rounding (ggml_blocks.py), without ever holding them in fp32.
+A float32 reference graph was 4 copies of the fp32 weights at peak (arrays, protobuf,
+serializer, session): a 1.5B model did not prepare in 23 GB. The reference runs once, its
+predictions are kept, and it is unloaded before any candidate is built.
 """
 
 from __future__ import annotations
@@ -19,11 +25,11 @@ import onnx
 from assistant.convert.exact import GROUPS, describe, exact_projections, read_blocks
 from assistant.convert.ggml_blocks import FLOAT_TYPES, BlockMatrix
 from assistant.convert.gguf_loader import GgufModel, open_reader
-from assistant.convert.graph import build_decoder
+from assistant.convert.graph import LM_HEAD_EXACT, build_decoder
 from assistant.convert.nbits import EXACT_LEVEL, INT8_ACTIVATIONS_LEVEL, Shifts
 from assistant.convert.optimize import optimize_offline
 from assistant.convert.outliers import MAX_CHANNELS, RATIO, shift_outliers
-from assistant.convert.quality import QualityReport, compare
+from assistant.convert.quality import Predictions, QualityReport, compare, predictions
 from assistant.convert.quantize import EMBED_BLOCK, quantize_tied_embedding, topological_sort
 from assistant.convert.smooth import LayerStats, collect_stats
 from assistant.model.session import open_session
@@ -80,21 +86,35 @@ def _q8_embedding(blocks: dict[str, BlockMatrix]) -> BlockMatrix | None:
     return embed if embed is not None and (embed.bits, embed.block) == (8, EMBED_BLOCK) else None
 
 
+def build_reference(gguf: GgufModel, blocks: dict[str, BlockMatrix]) -> onnx.ModelProto:
+    """The dequantized model: every exact projection at level 0 (fp32 activations), the tied
+    LM head too when the embedding is block-quantized; the embedding Gather stays fp32."""
+    exact = exact_projections(gguf.config, blocks, dict.fromkeys(GROUPS, EXACT_LEVEL))
+    if gguf.config.tied_embeddings and "token_embd.weight" in blocks:
+        exact[LM_HEAD_EXACT] = (blocks["token_embd.weight"], EXACT_LEVEL)
+    return build_decoder(gguf.config, gguf.weights, exact=exact)
+
+
 def search_levels(
     gguf: GgufModel,
     source: Path,
-    reference: Path,
     work: Path,
     token_ids: list[int],
+    verify_ids: list[int],
     save: Callable[[onnx.ModelProto, Path], None],
-) -> tuple[Path, dict[str, Any]]:
+) -> tuple[Path, dict[str, Any], Predictions]:
     """Build, measure, and move groups to level 0 until agreement is reached; returns the
-    (unoptimized) model of the chosen step and the manifest's `quantization` record."""
+    (unoptimized) model of the chosen step, the manifest's `quantization` record, and the
+    reference's predictions on `verify_ids` (for prepare's final check)."""
     blocks, types = read_blocks(source)
     levels = dict.fromkeys(GROUPS, INT8_ACTIVATIONS_LEVEL)
+    reference = work / "reference" / "model.onnx"
+    save(build_reference(gguf, blocks), reference)
     # Outlier channels from the same text: their activation maxima on the reference.
     stats = collect_stats(reference, token_ids, gguf.config)
-    ref_session = open_session(reference, threads=None)
+    session = open_session(reference, threads=None)
+    ref, verify = predictions(session, token_ids), predictions(session, verify_ids)
+    del session
     steps: list[LevelStep] = []
     pending = list(SEARCH_ORDER)
     while True:
@@ -103,7 +123,7 @@ def search_levels(
         optimized = raw.parent / "opt" / "model.onnx"
         optimized.parent.mkdir()
         optimize_offline(raw, optimized)
-        report = compare(ref_session, open_session(optimized, threads=None), token_ids)
+        report = compare(ref, open_session(optimized, threads=None), token_ids)
         steps.append(LevelStep(dict(levels), report))
         if report.top1_agreement >= TARGET_AGREEMENT or not pending:
             break
@@ -135,5 +155,6 @@ def search_levels(
         "embedding": "GGUF Q8_0 codes as they are"
         if _q8_embedding(blocks) is not None
         else "requantized to 8 bits, blocks of 32",
+        "reference": "the GGUF's blocks at accuracy level 0 (its dequantized weights)",
     }
-    return raw, record
+    return raw, record, verify

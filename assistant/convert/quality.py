@@ -53,17 +53,33 @@ def perplexity(logits: npt.NDArray[np.float32], token_ids: Sequence[int]) -> flo
     return float(np.exp(total / len(targets)))
 
 
-def compare(reference: Any, candidate: Any, token_ids: Sequence[int]) -> QualityReport:
-    """Run both sessions over the same tokens (one window) and compare their predictions."""
-    ref = prefill_logits(reference, token_ids)
-    ref_ppl, ref_top = perplexity(ref, token_ids), ref[:-1].argmax(axis=-1)
-    del ref  # a long text's logits are hundreds of MB; hold one set at a time
-    cand = prefill_logits(candidate, token_ids)
-    cand_ppl, cand_top = perplexity(cand, token_ids), cand[:-1].argmax(axis=-1)
+@dataclass(frozen=True)
+class Predictions:
+    """What a comparison needs of one model's run over a text: its perplexity and its top-1
+    prediction per position. Kept instead of a session, a reference need not stay loaded
+    while candidates are built and run (prepare's peak memory)."""
+
+    ppl: float
+    top1: npt.NDArray[np.int64]
+
+
+def predictions(session: Any, token_ids: Sequence[int]) -> Predictions:
+    """Run `session` over the tokens (one window)."""
+    logits = prefill_logits(session, token_ids)
+    return Predictions(perplexity(logits, token_ids), logits[:-1].argmax(axis=-1))
+
+
+def compare(
+    reference: Any | Predictions, candidate: Any, token_ids: Sequence[int]
+) -> QualityReport:
+    """Compare the candidate session's predictions with the reference (a session, or its
+    predictions on the same tokens)."""
+    ref = reference if isinstance(reference, Predictions) else predictions(reference, token_ids)
+    cand = predictions(candidate, token_ids)
     return QualityReport(
         tokens=len(token_ids),
-        ppl_reference=ref_ppl,
-        ppl=cand_ppl,
-        ppl_ratio=cand_ppl / ref_ppl,
-        top1_agreement=float((ref_top == cand_top).mean()),
+        ppl_reference=ref.ppl,
+        ppl=cand.ppl,
+        ppl_ratio=cand.ppl / ref.ppl,
+        top1_agreement=float((ref.top1 == cand.top1).mean()),
     )

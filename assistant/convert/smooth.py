@@ -41,13 +41,16 @@ CALIBRATION_TEXT = (
     "at 50 degrees, uses less water than washing the same dishes by hand; 3 or 4 loads a "
     "week are enough for most families of four."
 )
-# Input name of each smoothed projection's MatMul in graph.py, per layer.
+# The projections whose inputs are measured, per layer: graph.py's node names. The FP32
+# graph has MatMul with gate and up apart; an exact GGUF graph (prepare_gguf.py's level-0
+# reference) has MatMulNBits with gate/up fused. Either kind works.
 _PROJECTIONS = {
-    "attn_in": "/model.layers.{i}.attn.qkv_proj/MatMul",
-    "attn_out": "/model.layers.{i}.attn.o_proj/MatMul",
-    "ffn_in": "/model.layers.{i}.mlp.gate_proj/MatMul",
-    "down_in": "/model.layers.{i}.mlp.down_proj/MatMul",
+    "attn_in": ("attn.qkv_proj",),
+    "attn_out": ("attn.o_proj",),
+    "ffn_in": ("mlp.gate_proj", "mlp.gate_up_proj"),
+    "down_in": ("mlp.down_proj",),
 }
+_OPS = ("MatMul", "MatMulNBits")
 
 
 @dataclass(frozen=True)
@@ -68,9 +71,14 @@ def collect_stats(fp32_model: Path, token_ids: list[int], config: LlamaConfig) -
     model = onnx.load(fp32_model, load_external_data=False)
     inputs = {node.name: node.input[0] for node in model.graph.node}
     wanted = [
-        inputs[pattern.format(i=i)]
+        next(
+            inputs[key]
+            for proj in projections
+            for op in _OPS
+            if (key := f"/model.layers.{i}.{proj}/{op}") in inputs
+        )
         for i in range(config.n_layers)
-        for pattern in _PROJECTIONS.values()
+        for projections in _PROJECTIONS.values()
     ]
     model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in wanted)
     # Saved beside the original so its external-data reference still resolves.
