@@ -16,10 +16,12 @@ predictions are kept, and it is unloaded before any candidate is built.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import onnx
 
 from assistant.convert.exact import GROUPS, describe, exact_projections, read_blocks
@@ -30,7 +32,12 @@ from assistant.convert.nbits import EXACT_LEVEL, INT8_ACTIVATIONS_LEVEL, Shifts
 from assistant.convert.optimize import optimize_offline
 from assistant.convert.outliers import MAX_CHANNELS, RATIO, shift_outliers
 from assistant.convert.quality import Predictions, QualityReport, compare, predictions
-from assistant.convert.quantize import EMBED_BLOCK, quantize_tied_embedding, topological_sort
+from assistant.convert.quantize import (
+    EMBED_BLOCK,
+    quantize_blocks_symmetric,
+    quantize_tied_embedding,
+    topological_sort,
+)
 from assistant.convert.smooth import LayerStats, collect_stats
 from assistant.model.session import open_session
 
@@ -39,6 +46,8 @@ from assistant.model.session import open_session
 # fp32-activation kernel in ORT 1.32 (measured 12 tok/s decode at level 0).
 TARGET_AGREEMENT = 0.975
 SEARCH_ORDER = ("qkv", "gate_up", "o", "down")
+# The embedding's 8-bit codes and scales (quantize.py's layout).
+Embedding = tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32]]
 
 
 @dataclass(frozen=True)
@@ -63,22 +72,38 @@ def build_gguf_graph(
     blocks: dict[str, BlockMatrix],
     levels: dict[str, int],
     stats: list[LayerStats] | None = None,
+    embedding: Embedding | None = None,
 ) -> onnx.ModelProto:
     """The decoder with every fully block-quantized projection exact at its group's level;
     float projections stay MatMul (FP32, exact), and a Q8_0 embedding is used code for code
-    (others are requantized to 8 bits, blocks of 32). With calibration `stats`, outlier
-    input channels are shifted by powers of two (outliers.py)."""
+    (others are requantized to 8 bits, blocks of 32; `embedding`, from embedding_codes,
+    does that once for several builds). With calibration `stats`, outlier input channels
+    are shifted by powers of two (outliers.py)."""
     exact = exact_projections(gguf.config, blocks, levels)
     weights, shifts = gguf.weights, dict[str, Shifts]()
     if stats is not None:
         weights, exact, shifts = shift_outliers(gguf.config, weights, exact, stats)
+    embedding = embedding or embedding_codes(gguf, blocks)
+    if embedding is not None:
+        # The 8-bit codes replace the float embedding (and a tied head) below: a one-row
+        # stand-in spares two float copies of it (1.9 GB at 1.5B) that would be dropped.
+        weights = replace(weights, token_embd=weights.token_embd[:1])
     model = build_decoder(gguf.config, weights, exact=exact, shifts=shifts)
-    embed = _q8_embedding(blocks)
-    quantize_tied_embedding(
-        model, levels["lm_head"], exact=None if embed is None else (embed.packed(), embed.scales)
-    )
+    quantize_tied_embedding(model, levels["lm_head"], exact=embedding)
     topological_sort(model.graph)
     return model
+
+
+def embedding_codes(gguf: GgufModel, blocks: dict[str, BlockMatrix]) -> Embedding | None:
+    """The embedding's 8-bit codes [vocab, blocks, 32] and scales: a Q8_0 embedding's own,
+    else the float weights requantized; None when its rows are not whole blocks of 32 (it
+    stays float)."""
+    embed = _q8_embedding(blocks)
+    if embed is not None:
+        return embed.packed(), embed.scales
+    if gguf.config.hidden % EMBED_BLOCK:
+        return None
+    return quantize_blocks_symmetric(gguf.weights.token_embd, EMBED_BLOCK)
 
 
 def _q8_embedding(blocks: dict[str, BlockMatrix]) -> BlockMatrix | None:
@@ -117,9 +142,10 @@ def search_levels(
     del session
     steps: list[LevelStep] = []
     pending = list(SEARCH_ORDER)
+    embedding = embedding_codes(gguf, blocks)
     while True:
         raw = work / f"gguf-{len(steps)}" / "model.onnx"
-        save(build_gguf_graph(gguf, blocks, levels, stats), raw)
+        save(build_gguf_graph(gguf, blocks, levels, stats, embedding), raw)
         optimized = raw.parent / "opt" / "model.onnx"
         optimized.parent.mkdir()
         optimize_offline(raw, optimized)

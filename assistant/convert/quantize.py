@@ -86,6 +86,9 @@ def quantize_tied_embedding(
     heads = [i for i in graph.initializer if i.name == LM_HEAD_WEIGHT]
     tied = bool(heads) and bool(np.array_equal(numpy_helper.to_array(heads[0]).T, embed))
     codes, scales = quantize_blocks_symmetric(embed, EMBED_BLOCK) if exact is None else exact
+    # From the codes: with `exact`, the float embedding may be a one-row stand-in
+    # (prepare_gguf.py), never read.
+    vocab = int(codes.shape[0])
     gather = next(n for n in graph.node if n.name == EMBED_NODE)
     ids_name, out_name = gather.input[1], gather.output[0]
 
