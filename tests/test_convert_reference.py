@@ -13,6 +13,7 @@ import pytest
 from assistant.convert.exact import exact_sources, read_blocks
 from assistant.convert.gguf_loader import load_gguf
 from assistant.convert.graph import build_decoder
+from assistant.convert.graph_io import ExternalData
 from assistant.convert.prepare_gguf import build_reference
 from assistant.convert.smooth import collect_stats
 from assistant.model.feeds import prefill_logits
@@ -76,3 +77,25 @@ def test_mapped_matrices_are_not_dequantized(tmp_path: Path) -> None:
     np.testing.assert_array_equal(layer.attn_norm, full_layer.attn_norm)
     np.testing.assert_array_equal(model.weights.token_embd, full.weights.token_embd)
     assert model.weights.parameter_count() == full.weights.parameter_count()
+
+
+def test_weights_streamed_to_the_data_file_make_the_same_model(tmp_path: Path) -> None:
+    source = tmp_path / "tiny.gguf"
+    write_tiny_gguf(source, TinySpec(matrix_type="Q4_1"))
+    model, blocks = load_gguf(source), read_blocks(source)[0]
+    inline = _save(build_reference(model, blocks), tmp_path / "inline.onnx")
+    streamed = tmp_path / "streamed" / "model.onnx"
+    sink = ExternalData(streamed, keep=["cos_cache"])
+    proto = build_reference(model, blocks, sink)
+    # Only small tensors and the kept one are in the proto itself.
+    inline_sizes = {t.name: len(t.raw_data) for t in proto.graph.initializer if t.raw_data}
+    assert max(v for k, v in inline_sizes.items() if k != "cos_cache") < 1024
+    assert inline_sizes["cos_cache"] >= 1024
+    sink.save(proto)
+    saved = onnx.load(streamed, load_external_data=False).graph.initializer
+    offsets = [int(e.value) for t in saved for e in t.external_data if e.key == "offset"]
+    assert offsets and all(o % 4096 == 0 for o in offsets)
+    np.testing.assert_array_equal(
+        prefill_logits(open_session(streamed, threads=1), PROMPT),
+        prefill_logits(open_session(inline, threads=1), PROMPT),
+    )

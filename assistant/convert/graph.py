@@ -77,15 +77,17 @@ class _GraphBuilder:
         config: LlamaConfig,
         exact: ExactWeights | None = None,
         shifts: Mapping[str, Shifts] | None = None,
+        sink: Callable[[np.ndarray, str], TensorProto] | None = None,
     ) -> None:
         self.config = config
         self.exact = exact or {}
         self.shifts = shifts or {}
+        self.sink = sink or numpy_helper.from_array
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[TensorProto] = []
 
     def weight(self, name: str, array: np.ndarray) -> str:
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        self.initializers.append(self.sink(np.ascontiguousarray(array), name))
         return name
 
     def node(
@@ -191,11 +193,13 @@ def build_decoder(
     max_positions: int | None = None,
     exact: ExactWeights | None = None,
     shifts: Mapping[str, Shifts] | None = None,
+    sink: Callable[[np.ndarray, str], TensorProto] | None = None,
 ) -> onnx.ModelProto:
     """The FP32 decoder; rotary tables cover `max_positions` (default: the model's context).
     Projections named in `exact` are MatMulNBits on their GGUF blocks instead; `shifts`
-    names the input channels of some of them that `weights` already divide (outliers.py)."""
-    b = _GraphBuilder(config, exact, shifts)
+    names the input channels of some of them that `weights` already divide (outliers.py).
+    `sink(array, name)` makes each initializer (graph_io.ExternalData: straight to file)."""
+    b = _GraphBuilder(config, exact, shifts, sink)
     positions = max_positions or config.context_length
     cos, sin = rotary_cache(config, positions)
     rotary = (b.weight("cos_cache", cos), b.weight("sin_cache", sin))

@@ -3,8 +3,14 @@ and cache semantics: the docstring of graph.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from assistant.convert.gguf_loader import LlamaConfig
 from assistant.model.io_names import ATTENTION_MASK, INPUT_IDS, LOGITS, LOGITS_TO_KEEP
@@ -81,3 +87,48 @@ def assemble(
     )
     model.ir_version = 10
     return model
+
+
+class ExternalData:
+    """Initializers written to `<model>.data` as the graph is built, so that the model never
+    holds its weights in protobuf (a second copy of them, then the serializer's third).
+
+    Arrays under `threshold` bytes, and those named in `keep` (which a later step reads
+    back from the proto), stay inline; `save` moves whatever is inline and large by then.
+    """
+
+    def __init__(self, model_path: Path, keep: Collection[str] = (), threshold: int = 1024):
+        model_path.parent.mkdir(parents=True, exist_ok=True)
+        self.model_path = model_path
+        self.location = model_path.name + ".data"
+        self.keep = frozenset(keep)
+        self.threshold = threshold
+        self._file = (model_path.parent / self.location).open("wb")
+
+    def __call__(self, array: npt.NDArray[Any], name: str) -> onnx.TensorProto:
+        """The initializer `name` for `array`: a reference into the data file, or inline."""
+        if array.nbytes < self.threshold or name in self.keep:
+            return numpy_helper.from_array(array, name)
+        tensor = onnx.TensorProto(name=name, dims=array.shape)
+        tensor.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
+        self._write(tensor, np.ascontiguousarray(array).data.cast("B"))
+        return tensor
+
+    def _write(self, tensor: onnx.TensorProto, data: Any) -> None:
+        # Page-aligned offsets: ORT can map such tensors instead of copying them.
+        offset = -(-self._file.tell() // 4096) * 4096
+        self._file.seek(offset)
+        self._file.write(data)
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        for key, value in (("location", self.location), ("offset", offset), ("length", len(data))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, str(value)
+
+    def save(self, model: onnx.ModelProto) -> None:
+        """Move the remaining large inline initializers out, then write the model."""
+        for tensor in model.graph.initializer:
+            if tensor.HasField("raw_data") and len(tensor.raw_data) >= self.threshold:
+                self._write(tensor, tensor.raw_data)
+                tensor.ClearField("raw_data")
+        self._file.close()
+        onnx.save_model(model, self.model_path)

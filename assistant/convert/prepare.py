@@ -164,7 +164,7 @@ def _build(
         tokenizer = build_tokenizer(gguf.vocab)
         ids = tokenizer.encode(text).ids[: gguf.config.context_length]
         verify_ids = tokenizer.encode(BUILTIN_TEXT).ids
-        raw, record, reference = search_levels(gguf, source, work, ids, verify_ids, _save)
+        raw, record, reference = search_levels(gguf, source, work, ids, verify_ids)
     elif precision == "int8":
         raw = work / "int8" / MODEL_FILE
         # More calibration tokens give steadier per-channel maxima (agreement 0.967 with

@@ -15,7 +15,6 @@ predictions are kept, and it is unloaded before any candidate is built.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,8 @@ import onnx
 from assistant.convert.exact import GROUPS, describe, exact_projections, read_blocks
 from assistant.convert.ggml_blocks import FLOAT_TYPES, BlockMatrix
 from assistant.convert.gguf_loader import GgufModel, open_reader
-from assistant.convert.graph import LM_HEAD_EXACT, build_decoder
+from assistant.convert.graph import EMBED_WEIGHT, LM_HEAD_EXACT, LM_HEAD_WEIGHT, build_decoder
+from assistant.convert.graph_io import ExternalData
 from assistant.convert.nbits import EXACT_LEVEL, INT8_ACTIVATIONS_LEVEL, Shifts
 from assistant.convert.optimize import optimize_offline
 from assistant.convert.outliers import MAX_CHANNELS, RATIO, shift_outliers
@@ -73,6 +73,7 @@ def build_gguf_graph(
     levels: dict[str, int],
     stats: list[LayerStats] | None = None,
     embedding: Embedding | None = None,
+    sink: ExternalData | None = None,
 ) -> onnx.ModelProto:
     """The decoder with every fully block-quantized projection exact at its group's level;
     float projections stay MatMul (FP32, exact), and a Q8_0 embedding is used code for code
@@ -88,7 +89,7 @@ def build_gguf_graph(
         # The 8-bit codes replace the float embedding (and a tied head) below: a one-row
         # stand-in spares two float copies of it (1.9 GB at 1.5B) that would be dropped.
         weights = replace(weights, token_embd=weights.token_embd[:1])
-    model = build_decoder(gguf.config, weights, exact=exact, shifts=shifts)
+    model = build_decoder(gguf.config, weights, exact=exact, shifts=shifts, sink=sink)
     quantize_tied_embedding(model, levels["lm_head"], exact=embedding)
     topological_sort(model.graph)
     return model
@@ -111,13 +112,15 @@ def _q8_embedding(blocks: dict[str, BlockMatrix]) -> BlockMatrix | None:
     return embed if embed is not None and (embed.bits, embed.block) == (8, EMBED_BLOCK) else None
 
 
-def build_reference(gguf: GgufModel, blocks: dict[str, BlockMatrix]) -> onnx.ModelProto:
+def build_reference(
+    gguf: GgufModel, blocks: dict[str, BlockMatrix], sink: ExternalData | None = None
+) -> onnx.ModelProto:
     """The dequantized model: every exact projection at level 0 (fp32 activations), the tied
     LM head too when the embedding is block-quantized; the embedding Gather stays fp32."""
     exact = exact_projections(gguf.config, blocks, dict.fromkeys(GROUPS, EXACT_LEVEL))
     if gguf.config.tied_embeddings and "token_embd.weight" in blocks:
         exact[LM_HEAD_EXACT] = (blocks["token_embd.weight"], EXACT_LEVEL)
-    return build_decoder(gguf.config, gguf.weights, exact=exact)
+    return build_decoder(gguf.config, gguf.weights, exact=exact, sink=sink)
 
 
 def search_levels(
@@ -126,7 +129,6 @@ def search_levels(
     work: Path,
     token_ids: list[int],
     verify_ids: list[int],
-    save: Callable[[onnx.ModelProto, Path], None],
 ) -> tuple[Path, dict[str, Any], Predictions]:
     """Build, measure, and move groups to level 0 until agreement is reached; returns the
     (unoptimized) model of the chosen step, the manifest's `quantization` record, and the
@@ -134,7 +136,9 @@ def search_levels(
     blocks, types = read_blocks(source)
     levels = dict.fromkeys(GROUPS, INT8_ACTIVATIONS_LEVEL)
     reference = work / "reference" / "model.onnx"
-    save(build_reference(gguf, blocks), reference)
+    # Each graph's weights go to its data file as they are made (graph_io.ExternalData).
+    sink = ExternalData(reference)
+    sink.save(build_reference(gguf, blocks, sink))
     # Outlier channels from the same text: their activation maxima on the reference.
     stats = collect_stats(reference, token_ids, gguf.config)
     session = open_session(reference, threads=None)
@@ -145,7 +149,9 @@ def search_levels(
     embedding = embedding_codes(gguf, blocks)
     while True:
         raw = work / f"gguf-{len(steps)}" / "model.onnx"
-        save(build_gguf_graph(gguf, blocks, levels, stats, embedding), raw)
+        # The float embedding (a stand-in) and head stay inline: the 8-bit step reads them.
+        sink = ExternalData(raw, keep=(EMBED_WEIGHT, LM_HEAD_WEIGHT))
+        sink.save(build_gguf_graph(gguf, blocks, levels, stats, embedding, sink))
         optimized = raw.parent / "opt" / "model.onnx"
         optimized.parent.mkdir()
         optimize_offline(raw, optimized)
