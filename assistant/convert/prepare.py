@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import onnx
 
+from assistant.convert import heap
 from assistant.convert.calibration import LEVEL_SEARCH_TEXT
 from assistant.convert.exact import exact_sources
 from assistant.convert.fetch import DEFAULT_SOURCE, fetch_default_gguf
@@ -238,6 +239,7 @@ def prepare_model(
     # float32 copies of the matrices it maps from their blocks.
     skip = exact_sources(source_path) if precision == "gguf" else frozenset[str]()
     model = load_gguf(source_path, skip)
+    heap.trim()
     source = {"gguf": source_path.name, "gguf_path": str(source_path), "gguf_sha256": gguf_sha}
     if gguf is None:
         source["wheel"] = DEFAULT_SOURCE

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 
+from assistant.convert import heap
 from assistant.convert.exact import GROUPS, describe, exact_projections, read_blocks
 from assistant.convert.ggml_blocks import FLOAT_TYPES, BlockMatrix
 from assistant.convert.gguf_loader import GgufModel, open_reader
@@ -134,16 +135,19 @@ def search_levels(
     (unoptimized) model of the chosen step, the manifest's `quantization` record, and the
     reference's predictions on `verify_ids` (for prepare's final check)."""
     blocks, types = read_blocks(source)
+    heap.trim()
     levels = dict.fromkeys(GROUPS, INT8_ACTIVATIONS_LEVEL)
     reference = work / "reference" / "model.onnx"
     # Each graph's weights go to its data file as they are made (graph_io.ExternalData).
     sink = ExternalData(reference)
     sink.save(build_reference(gguf, blocks, sink))
+    heap.trim()
     # Outlier channels from the same text: their activation maxima on the reference.
     stats = collect_stats(reference, token_ids, gguf.config)
     session = open_session(reference, threads=None)
     ref, verify = predictions(session, token_ids), predictions(session, verify_ids)
     del session
+    heap.trim()
     steps: list[LevelStep] = []
     pending = list(SEARCH_ORDER)
     embedding = embedding_codes(gguf, blocks)
@@ -152,11 +156,13 @@ def search_levels(
         # The float embedding (a stand-in) and head stay inline: the 8-bit step reads them.
         sink = ExternalData(raw, keep=(EMBED_WEIGHT, LM_HEAD_WEIGHT))
         sink.save(build_gguf_graph(gguf, blocks, levels, stats, embedding, sink))
+        heap.trim()
         optimized = raw.parent / "opt" / "model.onnx"
         optimized.parent.mkdir()
         optimize_offline(raw, optimized)
         report = compare(ref, open_session(optimized, threads=None), token_ids)
         steps.append(LevelStep(dict(levels), report))
+        heap.trim()
         if report.top1_agreement >= TARGET_AGREEMENT or not pending:
             break
         levels[pending.pop(0)] = EXACT_LEVEL
