@@ -144,6 +144,7 @@ def search_levels(
     heap.trim()
     # Outlier channels from the same text: their activation maxima on the reference.
     stats = collect_stats(reference, token_ids, gguf.config)
+    heap.trim()
     session = open_session(reference, threads=None)
     ref, verify = predictions(session, token_ids), predictions(session, verify_ids)
     del session
