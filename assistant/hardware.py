@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import psutil
 
+from assistant.hardware_cache import last_level_cache_mb
 from assistant.ort_providers import installed_providers
 
 StorageClass = Literal["nvme", "ssd", "rotational", "sd_emmc", "unknown"]
@@ -61,6 +62,7 @@ class HardwareFacts:
     board: str | None = None  # e.g. "Raspberry Pi 4 Model B Rev 1.4" from the device tree
     power_limit_w: float | None = None  # from RAPL when readable
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    cache_mb: float | None = None  # last-level CPU cache (hardware_cache.py); None: unknown
 
     @property
     def cores(self) -> int:
@@ -291,4 +293,5 @@ class Probe:
             board=self.board(),
             power_limit_w=self.power_limit_w(),
             providers=self.providers(),
+            cache_mb=last_level_cache_mb(self.root),
         )
