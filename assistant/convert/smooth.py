@@ -24,7 +24,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from assistant.convert.gguf_loader import F32, LayerWeights, LlamaConfig, LlamaWeights
-from assistant.model.io_names import ATTENTION_MASK, INPUT_IDS
+from assistant.model.io_names import ATTENTION_MASK, INPUT_IDS, LOGITS_TO_KEEP
 
 ALPHA = 0.5  # 0.3 / 0.5 / 0.7 measured; 0.5 keeps the most top-1 agreement on SmolLM2
 # Calibration input: distinct from the texts that quality is measured on. A chat turn and
@@ -105,6 +105,9 @@ def collect_stats(fp32_model: Path, token_ids: list[int], config: LlamaConfig) -
         session = open_session(probe, threads=None)
         ids = np.asarray([token_ids], dtype=np.int64)
         feeds = {INPUT_IDS: ids, ATTENTION_MASK: np.ones_like(ids), **empty_past(session, 1)}
+        if LOGITS_TO_KEEP in feeds:
+            # Only the projection inputs are read: the LM head on one row, not on all.
+            feeds[LOGITS_TO_KEEP] = np.array(1, dtype=np.int64)
         values = session.run(outputs, feeds)
     finally:
         probe.unlink(missing_ok=True)
