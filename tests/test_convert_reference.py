@@ -15,6 +15,7 @@ from assistant.convert.gguf_loader import load_gguf
 from assistant.convert.graph import build_decoder
 from assistant.convert.graph_io import ExternalData
 from assistant.convert.prepare_gguf import build_reference
+from assistant.convert.quality import perplexity, predictions
 from assistant.convert.smooth import collect_stats
 from assistant.model.feeds import prefill_logits
 from assistant.model.session import open_session
@@ -99,3 +100,20 @@ def test_weights_streamed_to_the_data_file_make_the_same_model(tmp_path: Path) -
         prefill_logits(open_session(streamed, threads=1), PROMPT),
         prefill_logits(open_session(inline, threads=1), PROMPT),
     )
+
+
+def test_predictions_in_chunks_match_one_window(tmp_path: Path) -> None:
+    source = tmp_path / "tiny.gguf"
+    write_tiny_gguf(source, TinySpec())
+    model = load_gguf(source)
+    session = open_session(
+        _save(build_decoder(model.config, model.weights), tmp_path / "m.onnx"), 1
+    )
+    logits = prefill_logits(session, PROMPT)
+    whole = predictions(session, PROMPT, chunk=len(PROMPT))
+    assert whole.ppl == pytest.approx(perplexity(logits, PROMPT), rel=1e-6)
+    np.testing.assert_array_equal(whole.top1, logits[:-1].argmax(axis=-1))
+    # 3 + 3 + 3 + 1 tokens, the cache carried between calls: the same predictions.
+    chunked = predictions(session, PROMPT, chunk=3)
+    assert chunked.ppl == pytest.approx(whole.ppl, rel=1e-4)
+    np.testing.assert_array_equal(chunked.top1, whole.top1)
