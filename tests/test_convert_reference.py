@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
+from assistant.convert import heap
 from assistant.convert.exact import exact_sources, read_blocks
 from assistant.convert.gguf_loader import load_gguf
 from assistant.convert.graph import build_decoder
@@ -117,3 +118,9 @@ def test_predictions_in_chunks_match_one_window(tmp_path: Path) -> None:
     chunked = predictions(session, PROMPT, chunk=3)
     assert chunked.ppl == pytest.approx(whole.ppl, rel=1e-4)
     np.testing.assert_array_equal(chunked.top1, whole.top1)
+
+
+def test_isolated_returns_the_result_and_raises_the_error() -> None:
+    assert heap.isolated(sum, [1, 2, 3]) == 6
+    with pytest.raises(ZeroDivisionError):
+        heap.isolated(divmod, 1, 0)

@@ -179,7 +179,7 @@ def _build(
         del smoothed
     step("optimize")
     out.mkdir()
-    optimize_offline(raw, out / MODEL_FILE)
+    heap.isolated(optimize_offline, raw, out / MODEL_FILE)
     # Compact JSON: the pretty-printed form is twice the size (3.5 MB for a 49k vocab).
     build_tokenizer(gguf.vocab).save(str(out / TOKENIZER_FILE), pretty=False)
     before, after = graph_stats(raw), graph_stats(out / MODEL_FILE)
@@ -189,7 +189,7 @@ def _build(
         "after": asdict(after),
     }
     step("verify")
-    quality = _verify(reference, out / MODEL_FILE, gguf, BUILTIN_TEXT)
+    quality = heap.isolated(_verify, reference, out / MODEL_FILE, gguf, BUILTIN_TEXT)
     return graph, quality, record
 
 

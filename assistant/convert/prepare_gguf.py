@@ -124,6 +124,17 @@ def build_reference(
     return build_decoder(gguf.config, gguf.weights, exact=exact, sink=sink)
 
 
+def _reference_predictions(
+    model: Path, token_ids: list[int], verify_ids: list[int]
+) -> tuple[Predictions, Predictions]:
+    session = open_session(model, threads=None)
+    return predictions(session, token_ids), predictions(session, verify_ids)
+
+
+def _compare(reference: Predictions, model: Path, token_ids: list[int]) -> QualityReport:
+    return compare(reference, open_session(model, threads=None), token_ids)
+
+
 def search_levels(
     gguf: GgufModel,
     source: Path,
@@ -143,12 +154,8 @@ def search_levels(
     sink.save(build_reference(gguf, blocks, sink))
     heap.trim()
     # Outlier channels from the same text: their activation maxima on the reference.
-    stats = collect_stats(reference, token_ids, gguf.config)
-    heap.trim()
-    session = open_session(reference, threads=None)
-    ref, verify = predictions(session, token_ids), predictions(session, verify_ids)
-    del session
-    heap.trim()
+    stats = heap.isolated(collect_stats, reference, token_ids, gguf.config)
+    ref, verify = heap.isolated(_reference_predictions, reference, token_ids, verify_ids)
     steps: list[LevelStep] = []
     pending = list(SEARCH_ORDER)
     embedding = embedding_codes(gguf, blocks)
@@ -160,10 +167,9 @@ def search_levels(
         heap.trim()
         optimized = raw.parent / "opt" / "model.onnx"
         optimized.parent.mkdir()
-        optimize_offline(raw, optimized)
-        report = compare(ref, open_session(optimized, threads=None), token_ids)
+        heap.isolated(optimize_offline, raw, optimized)
+        report = heap.isolated(_compare, ref, optimized, token_ids)
         steps.append(LevelStep(dict(levels), report))
-        heap.trim()
         if report.top1_agreement >= TARGET_AGREEMENT or not pending:
             break
         levels[pending.pop(0)] = EXACT_LEVEL
