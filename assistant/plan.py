@@ -264,7 +264,7 @@ def make_plan(
     budget = memory_budget_mb(facts)
 
     def speed(model: ModelSpec) -> float:
-        return decode_tok_s(facts, threads, model.decode_bytes)
+        return decode_tok_s(facts, threads, model.decode_bytes, model.n_layers)
 
     model, reasons["model"] = _model(list(candidates), config, tier, budget, speed)
     reasons["precision"] = _precision_reason(config, model)

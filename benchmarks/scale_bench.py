@@ -186,7 +186,7 @@ def estimate(folder: Path) -> dict[str, Any]:
     return {
         "streamed_mb": spec.decode_bytes / 2**20,
         "folder_mb": spec.file_mb,
-        "est_decode_tok_s": decode_tok_s(facts, THREADS, spec.decode_bytes),
+        "est_decode_tok_s": decode_tok_s(facts, THREADS, spec.decode_bytes, spec.n_layers),
         "levels": (manifest.get("quantization") or {}).get("accuracy_levels"),
         "groups": (manifest.get("quantization") or {}).get("groups"),
     }

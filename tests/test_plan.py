@@ -11,7 +11,7 @@ from assistant.config import parse_config
 from assistant.hardware import HardwareFacts
 from assistant.models_present import spec_from_manifest
 from assistant.plan import DEFAULT_MODEL_ID, KNOWN_MODELS, Plan, PlanError, make_plan
-from assistant.plan_speed import decode_tok_s
+from assistant.plan_speed import CACHE_SPEEDUP, LAYER_OVERHEAD_S, decode_tok_s
 
 PI4 = HardwareFacts(
     arch="aarch64",
@@ -222,7 +222,9 @@ def test_speed_estimate_divides_bandwidth_by_the_bytes_a_step_streams() -> None:
     assert decode_tok_s(N100, 2, 256 * 2**20) == pytest.approx(96.0)
     streaming = replace(KNOWN_MODELS[0], weight_bytes_per_token=256 * 2**20)
     p = make_plan(N100, parse_config({"engine": {"threads": 2}}, env={}), [streaming])
-    assert p.est_decode_tok_s == pytest.approx(96.0)
+    # Plus the fixed cost of each layer.
+    per_token = 1 / 96.0 + streaming.n_layers * LAYER_OVERHEAD_S
+    assert p.est_decode_tok_s == pytest.approx(1 / per_token)
 
 
 def test_speed_estimate_uses_streamed_bytes_not_the_file_size() -> None:
@@ -231,7 +233,9 @@ def test_speed_estimate_uses_streamed_bytes_not_the_file_size() -> None:
     light = replace(heavy, weight_bytes_per_token=heavy.weight_bytes_per_token * 3 // 10)
     config = parse_config({"engine": {"threads": 2}}, env={})
     slow, fast = make_plan(N100, config, [heavy]), make_plan(N100, config, [light])
-    assert fast.est_decode_tok_s == pytest.approx(slow.est_decode_tok_s / 0.3, rel=1e-6)
+    fixed = heavy.n_layers * LAYER_OVERHEAD_S
+    streaming = 1 / slow.est_decode_tok_s - fixed
+    assert 1 / fast.est_decode_tok_s - fixed == pytest.approx(streaming * 0.3, rel=1e-6)
     # Without the figure (older folders) the file size stands in: the same as `heavy`.
     unknown = replace(heavy, weight_bytes_per_token=0)
     assert make_plan(N100, config, [unknown]).est_decode_tok_s == pytest.approx(
@@ -252,3 +256,28 @@ def test_spec_from_manifest_reads_the_streamed_bytes(tmp_path: Path) -> None:
     assert (spec.weight_bytes_per_token, spec.decode_bytes) == (640, 640.0)
     del manifest["graph"]
     assert spec_from_manifest(manifest, tmp_path).decode_bytes == 1000.0
+
+
+def test_bytes_that_fit_the_last_level_cache_stream_faster() -> None:
+    # 16 MiB of weights: all in a 32 MiB L3, read CACHE_SPEEDUP times faster than from DRAM.
+    cached = replace(N100, cache_mb=32.0)
+    small = 16 * 2**20
+    assert decode_tok_s(cached, 2, small) == pytest.approx(
+        decode_tok_s(N100, 2, small) * CACHE_SPEEDUP
+    )
+    # 1 GiB: only its first 32 MiB come from the cache, the rest is DRAM-bound.
+    big = 2**30
+    expected = 1 / ((32 * 2**20 / CACHE_SPEEDUP + (big - 32 * 2**20)) / (24 * 2**30))
+    assert decode_tok_s(cached, 2, big) == pytest.approx(expected)
+    assert decode_tok_s(cached, 2, big) < decode_tok_s(N100, 2, big) * 1.1
+
+
+def test_each_layer_adds_a_fixed_cost() -> None:
+    # 24 GiB/s, 256 MiB: 1/96 s of streaming, then 30 layers' fixed cost on top.
+    with_layers = decode_tok_s(N100, 2, 256 * 2**20, layers=30)
+    assert 1 / with_layers == pytest.approx(1 / 96.0 + 30 * LAYER_OVERHEAD_S)
+    # A small model is held back by it more than a large one.
+    small, large = 100 * 2**20, 1400 * 2**20
+    ratio_small = decode_tok_s(N100, 2, small, 30) / decode_tok_s(N100, 2, small)
+    ratio_large = decode_tok_s(N100, 2, large, 28) / decode_tok_s(N100, 2, large)
+    assert ratio_small < ratio_large < 1.0
