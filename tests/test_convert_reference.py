@@ -10,7 +10,6 @@ import numpy as np
 import onnx
 import pytest
 
-from assistant.convert import heap
 from assistant.convert.exact import exact_sources, read_blocks
 from assistant.convert.gguf_loader import load_gguf
 from assistant.convert.graph import build_decoder
@@ -60,6 +59,9 @@ def test_level0_reference_is_the_dequantized_model(name: str, tmp_path: Path) ->
     ):
         for a, b in zip(vars(want).values(), vars(have).values(), strict=True):
             np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+            # Own memory: an array viewing an ORT output kept the whole session alive
+            # (2.7 GB at 1.5B) for as long as prepare held the statistics.
+            assert b.base is None
 
 
 def test_mapped_matrices_are_not_dequantized(tmp_path: Path) -> None:
@@ -118,9 +120,3 @@ def test_predictions_in_chunks_match_one_window(tmp_path: Path) -> None:
     chunked = predictions(session, PROMPT, chunk=3)
     assert chunked.ppl == pytest.approx(whole.ppl, rel=1e-4)
     np.testing.assert_array_equal(chunked.top1, whole.top1)
-
-
-def test_isolated_returns_the_result_and_raises_the_error() -> None:
-    assert heap.isolated(sum, [1, 2, 3]) == 6
-    with pytest.raises(ZeroDivisionError):
-        heap.isolated(divmod, 1, 0)

@@ -8,14 +8,10 @@ heap fragmented by thousands of per-tensor arrays rarely shrinks by itself: dequ
 
 from __future__ import annotations
 
-import concurrent.futures
 import ctypes
 import ctypes.util
 import functools
-from collections.abc import Callable
-from typing import Any, TypeVar
-
-T = TypeVar("T")
+from typing import Any
 
 
 @functools.cache
@@ -33,17 +29,3 @@ def trim() -> None:
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)
-
-
-def isolated(fn: Callable[..., T], *args: Any) -> T:
-    """`fn(*args)` on a thread of its own, then `trim`.
-
-    ONNX Runtime's kernels keep per-thread work buffers that grow to the largest call and
-    live as long as the thread; the thread that calls `run` is one of them. Run on the main
-    thread, a 1,400-token level-0 prefill of a 1.5B model left 2.7 GB resident for the rest
-    of the preparation; on a thread that ends, it goes (benchmarks/RESULTS.md).
-    """
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        result = pool.submit(fn, *args).result()
-    trim()
-    return result

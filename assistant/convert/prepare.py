@@ -179,7 +179,8 @@ def _build(
         del smoothed
     step("optimize")
     out.mkdir()
-    heap.isolated(optimize_offline, raw, out / MODEL_FILE)
+    optimize_offline(raw, out / MODEL_FILE)
+    heap.trim()
     # Compact JSON: the pretty-printed form is twice the size (3.5 MB for a 49k vocab).
     build_tokenizer(gguf.vocab).save(str(out / TOKENIZER_FILE), pretty=False)
     before, after = graph_stats(raw), graph_stats(out / MODEL_FILE)
@@ -189,7 +190,7 @@ def _build(
         "after": asdict(after),
     }
     step("verify")
-    quality = heap.isolated(_verify, reference, out / MODEL_FILE, gguf, BUILTIN_TEXT)
+    quality = _verify(reference, out / MODEL_FILE, gguf, BUILTIN_TEXT)
     return graph, quality, record
 
 

@@ -154,8 +154,9 @@ def search_levels(
     sink.save(build_reference(gguf, blocks, sink))
     heap.trim()
     # Outlier channels from the same text: their activation maxima on the reference.
-    stats = heap.isolated(collect_stats, reference, token_ids, gguf.config)
-    ref, verify = heap.isolated(_reference_predictions, reference, token_ids, verify_ids)
+    stats = collect_stats(reference, token_ids, gguf.config)
+    ref, verify = _reference_predictions(reference, token_ids, verify_ids)
+    heap.trim()
     steps: list[LevelStep] = []
     pending = list(SEARCH_ORDER)
     embedding = embedding_codes(gguf, blocks)
@@ -167,8 +168,9 @@ def search_levels(
         heap.trim()
         optimized = raw.parent / "opt" / "model.onnx"
         optimized.parent.mkdir()
-        heap.isolated(optimize_offline, raw, optimized)
-        report = heap.isolated(_compare, ref, optimized, token_ids)
+        optimize_offline(raw, optimized)
+        report = _compare(ref, optimized, token_ids)
+        heap.trim()
         steps.append(LevelStep(dict(levels), report))
         if report.top1_agreement >= TARGET_AGREEMENT or not pending:
             break

@@ -111,7 +111,8 @@ def collect_stats(fp32_model: Path, token_ids: list[int], config: LlamaConfig) -
         values = session.run(outputs, feeds)
     finally:
         probe.unlink(missing_ok=True)
-    maxima = [np.asarray(v, dtype=np.float32) for v in values]
+    # Copies: an output array of ORT can hold its session (weights, arena) alive.
+    maxima = [np.array(v, dtype=np.float32, copy=True) for v in values]
     k = len(_PROJECTIONS)
     return [LayerStats(*maxima[i * k : (i + 1) * k]) for i in range(config.n_layers)]
 
