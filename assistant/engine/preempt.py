@@ -28,6 +28,10 @@ class Preemption:
 
         self.options: Any = ort.RunOptions()
         self.options.log_severity_level = 4  # a stopped run is expected: no ORT error line
+        # onnxruntime's Python `run_with_iobinding` looks this key up on every run (for
+        # WebGPU graph capture); a missing key costs a C++ exception, ~40 us a run. -1 is
+        # its "no capture" value, which the CPU provider ignores anyway.
+        self.options.add_run_config_entry("gpu_graph_id", "-1")
         self._lock = threading.Lock()
         self._running: int | None = None  # priority of the run in progress
         self._stopped = False
