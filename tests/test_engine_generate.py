@@ -172,6 +172,19 @@ def test_our_graphs_update_the_cache_in_place(engine: Engine) -> None:
     assert engine.decoder.keeps_last
 
 
+def test_logits_of_a_step_outlive_the_next_run(engine: Engine) -> None:
+    # In place, each run's logits are written into an array bound for that run: one
+    # reused buffer would overwrite what the caller still holds.
+    decoder = Decoder(engine.decoder.session, inplace=True)
+    first, cache = decoder.prefill([3, 4, 5])
+    kept = first.copy()
+    second, cache = decoder.step(cache, np.array([int(np.argmax(first))], dtype=np.int64))
+    third, _ = decoder.step(cache, np.array([int(np.argmax(second[0]))], dtype=np.int64))
+    np.testing.assert_array_equal(first, kept)
+    assert first.shape == second[0].shape == (decoder.vocab,)
+    assert not np.array_equal(second, third)
+
+
 @pytest.mark.parametrize("inplace", [True, False])
 def test_both_cache_modes_give_the_same_text(engine: Engine, inplace: bool) -> None:
     decoder = Decoder(engine.decoder.session, inplace=inplace)
