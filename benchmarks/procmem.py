@@ -27,3 +27,33 @@ def peak_rss_mb(pid: int | str = "self") -> float:
 def rss_mb(pid: int | str = "self") -> float:
     """The process's current resident set (VmRSS) in MiB."""
     return status_mb("VmRSS", pid)
+
+
+def smaps_mb(pid: int | str = "self") -> dict[str, float]:
+    """Resident MiB per mapping kind from /proc/<pid>/smaps: `anon` (mmap'd, which is
+    where ONNX Runtime's arenas and large mallocs land), `heap` (brk: small mallocs),
+    `lib:NAME` for shared libraries, `file:NAME` for other mapped files, `other`."""
+    out: dict[str, float] = {}
+    kind = "other"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        if not fields[0].endswith(":"):  # a mapping's header: range perms offset dev inode [path]
+            kind = _kind(fields[5] if len(fields) > 5 else "")
+        elif fields[0] == "Rss:":
+            out[kind] = out.get(kind, 0.0) + int(fields[1]) / 1024
+    return dict(sorted(out.items(), key=lambda item: -item[1]))
+
+
+def _kind(path: str) -> str:
+    if not path:
+        return "anon"
+    if path == "[heap]":
+        return "heap"
+    if path.startswith("["):
+        return "other"
+    name = Path(path).name
+    if ".so" in name:
+        return "lib:onnxruntime" if "onnxruntime" in name else "lib:other"
+    return f"file:{name}"

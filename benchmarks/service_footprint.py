@@ -3,11 +3,13 @@
 Starts a private Mosquitto, runs `python -m assistant serve` with the default config (only
 the broker's address given, by environment) from the source tree `--tree`, waits for the
 retained `online` on `edge_assistant/status`, then prints the service process's RSS (not
-its worker's) and the worker's for comparison. Then counts the modules
+its worker's) and the worker's for comparison. With `--prompts`, it then asks engine_bench.py's
+short and long prompts (128 tokens each, one after the other) and prints each process's
+current and peak RSS (VmRSS, VmHWM) and their sum. Then counts the modules
 `python -X importtime -c "import assistant.cli, assistant.serve"` loads from that tree and
 names, for each heavy module the service should not need, the chain that imports it.
 
-    .venv/bin/python benchmarks/service_footprint.py [--tree PATH] [--json]
+    .venv/bin/python benchmarks/service_footprint.py [--tree PATH] [--prompts] [--json]
 
 Pass another checkout (e.g. a `git worktree` of an older commit) as --tree to measure a
 peer with this same interpreter, venv and broker.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import operator
 import os
 import shutil
 import socket
@@ -25,17 +28,21 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import psutil
+from engine_bench import LONG, SHORT
 from paho.mqtt.enums import CallbackAPIVersion
+from procmem import peak_rss_mb, rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = "import assistant.cli, assistant.serve"
 HEAVY = ("numpy", "onnxruntime", "onnx", "tokenizers", "jinja2", "gguf", "aiohttp", "llguidance")
 ONLINE_TIMEOUT_S = 300
+ASK_TIMEOUT_S = 300
 
 
 def free_port() -> int:
@@ -81,7 +88,52 @@ def wait_online(port: int, service: subprocess.Popen[bytes]) -> float:
     return time.monotonic() - started
 
 
-def measure_service(tree: Path) -> dict[str, Any]:
+def ask(port: int, prompts: dict[str, str]) -> dict[str, int]:
+    """Ask each prompt in turn over MQTT (128 tokens); completion tokens per prompt."""
+    replies: dict[str, dict[str, Any]] = {}
+    arrived = threading.Condition()
+
+    def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        body = json.loads(msg.payload) if not msg.topic.endswith("/stream") else None
+        if isinstance(body, dict) and ("finish_reason" in body or "error" in body):
+            with arrived:
+                replies[str(body.get("id"))] = body
+                arrived.notify_all()
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="footprint-ask")
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    client.subscribe("edge_assistant/reply/#", qos=1)
+    client.loop_start()
+    try:
+        for name, text in prompts.items():
+            client.publish(
+                "edge_assistant/ask",
+                json.dumps({"id": name, "text": text, "max_tokens": 128}),
+                qos=1,
+            )
+            with arrived:
+                if not arrived.wait_for(partial(operator.contains, replies, name), ASK_TIMEOUT_S):
+                    raise SystemExit(f"no reply to the {name} prompt")
+            if "error" in replies[name]:
+                raise SystemExit(f"the {name} prompt failed: {replies[name]}")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return {n: int(r["usage"]["completion_tokens"]) for n, r in replies.items()}
+
+
+def memory(pids: dict[str, int]) -> dict[str, Any]:
+    """VmRSS and VmHWM of each named process, and their sums."""
+    rows = {
+        n: {"rss_mb": round(rss_mb(p), 1), "peak_mb": round(peak_rss_mb(p), 1)}
+        for n, p in pids.items()
+    }
+    rows["sum"] = {k: round(sum(r[k] for r in rows.values()), 1) for k in ("rss_mb", "peak_mb")}
+    return rows
+
+
+def measure_service(tree: Path, prompts: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         broker = start_broker(Path(tmp), port)
@@ -101,11 +153,17 @@ def measure_service(tree: Path) -> dict[str, Any]:
             online_s = wait_online(port, service)
             process = psutil.Process(service.pid)
             workers = process.children()
-            return {
+            report: dict[str, Any] = {
                 "online_s": round(online_s, 2),
                 "service_rss_mb": round(process.memory_info().rss / 2**20, 1),
                 "worker_rss_mb": [round(w.memory_info().rss / 2**20, 1) for w in workers],
             }
+            if prompts:
+                pids = {"service": service.pid, **{f"worker {w.pid}": w.pid for w in workers}}
+                report["online"] = memory(pids)
+                report["completion_tokens"] = ask(port, {"short": SHORT, "long": LONG})
+                report["after_prompts"] = memory(pids)
+            return report
         finally:
             service.terminate()
             service.wait(30)
@@ -156,6 +214,7 @@ def _chain(entries: list[tuple[int, str]], name: str) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tree", type=Path, default=ROOT, help="source tree to measure")
+    parser.add_argument("--prompts", action="store_true", help="then ask two prompts")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     tree = args.tree.resolve()
@@ -165,7 +224,8 @@ def main() -> int:
         text=True,
         check=False,
     ).stdout.strip()
-    report = {"tree": str(tree), "commit": commit, **measure_service(tree), **import_report(tree)}
+    report = {"tree": str(tree), "commit": commit, **measure_service(tree, args.prompts)}
+    report.update(import_report(tree))
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -173,6 +233,14 @@ def main() -> int:
     print(f"online after {report['online_s']} s")
     service, workers = report["service_rss_mb"], report["worker_rss_mb"]
     print(f"service RSS {service} MB (target <= 50); worker RSS {workers} MB")
+    for stage in ("online", "after_prompts"):
+        if stage in report:
+            rows = ", ".join(
+                f"{n} {r['rss_mb']:.1f} (peak {r['peak_mb']:.1f})" for n, r in report[stage].items()
+            )
+            print(f"{stage}: RSS MB {rows}")
+    if "completion_tokens" in report:
+        print(f"completion tokens {report['completion_tokens']}")
     print(f'`python -X importtime -c "{ENTRY}"`: {report["modules"]} modules')
     for name, chain in report["heavy"].items():
         print(f"  {name}: {' -> '.join(chain)}")
