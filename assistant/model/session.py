@@ -27,6 +27,9 @@ def open_session(
     options.intra_op_num_threads = threads or 0
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # No CPU arena: it keeps the largest run's activations for good (-21 MB peak on the
+    # exact-GGUF 135M graph with chunked prefill; prefill and decode speed within noise).
+    options.enable_cpu_mem_arena = False
     # The file already holds the portable (extended) optimizations; "all" adds the
     # layouts specific to this CPU, which is right at load time and never saved.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
