@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
+from assistant.convert import smooth
 from assistant.convert.exact import exact_sources, read_blocks
 from assistant.convert.gguf_loader import load_gguf
 from assistant.convert.graph import build_decoder
@@ -120,3 +121,18 @@ def test_predictions_in_chunks_match_one_window(tmp_path: Path) -> None:
     chunked = predictions(session, PROMPT, chunk=3)
     assert chunked.ppl == pytest.approx(whole.ppl, rel=1e-4)
     np.testing.assert_array_equal(chunked.top1, whole.top1)
+
+
+def test_calibration_in_chunks_matches_one_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "tiny.gguf"
+    write_tiny_gguf(source, TinySpec())
+    model = load_gguf(source)
+    path = _save(build_decoder(model.config, model.weights), tmp_path / "m.onnx")
+    whole = collect_stats(path, PROMPT, model.config)
+    monkeypatch.setattr(smooth, "CHUNK", 3)  # 3 + 3 + 3 + 1 tokens, the cache carried
+    chunked = collect_stats(path, PROMPT, model.config)
+    for want, have in zip(whole, chunked, strict=True):
+        for a, b in zip(vars(want).values(), vars(have).values(), strict=True):
+            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)

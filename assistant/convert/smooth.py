@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -27,6 +28,8 @@ from assistant.convert.gguf_loader import F32, LayerWeights, LlamaConfig, LlamaW
 from assistant.model.io_names import ATTENTION_MASK, INPUT_IDS, LOGITS_TO_KEEP
 
 ALPHA = 0.5  # 0.3 / 0.5 / 0.7 measured; 0.5 keeps the most top-1 agreement on SmolLM2
+# Tokens per calibration call (the KV cache carries the text across calls).
+CHUNK = 256
 # Calibration input: distinct from the texts that quality is measured on. A chat turn and
 # prose, so that the ChatML markers' activations are seen too.
 CALIBRATION_TEXT = (
@@ -66,7 +69,6 @@ class LayerStats:
 
 def collect_stats(fp32_model: Path, token_ids: list[int], config: LlamaConfig) -> list[LayerStats]:
     """Run the FP32 graph on calibration tokens with the projection inputs exposed."""
-    from assistant.model.feeds import empty_past  # noqa: PLC0415
     from assistant.model.session import open_session  # noqa: PLC0415
 
     model = onnx.load(fp32_model, load_external_data=False)
@@ -102,19 +104,36 @@ def collect_stats(fp32_model: Path, token_ids: list[int], config: LlamaConfig) -
     probe = fp32_model.with_name("calibration.onnx")
     onnx.save_model(model, probe)
     try:
-        session = open_session(probe, threads=None)
-        ids = np.asarray([token_ids], dtype=np.int64)
-        feeds = {INPUT_IDS: ids, ATTENTION_MASK: np.ones_like(ids), **empty_past(session, 1)}
-        if LOGITS_TO_KEEP in feeds:
-            # Only the projection inputs are read: the LM head on one row, not on all.
-            feeds[LOGITS_TO_KEEP] = np.array(1, dtype=np.int64)
-        values = session.run(outputs, feeds)
+        maxima = _chunked_maxima(open_session(probe, threads=None), outputs, token_ids)
     finally:
         probe.unlink(missing_ok=True)
-    # Copies: an output array of ORT can hold its session (weights, arena) alive.
-    maxima = [np.array(v, dtype=np.float32, copy=True) for v in values]
     k = len(_PROJECTIONS)
     return [LayerStats(*maxima[i * k : (i + 1) * k]) for i in range(config.n_layers)]
+
+
+def _chunked_maxima(session: Any, outputs: list[str], token_ids: list[int]) -> list[F32]:
+    """The probe's per-channel maxima over the text, run `CHUNK` tokens a call with the KV
+    cache carried: a 1.5B level-0 prefill of 1,400 tokens at once peaked 2 GB above the
+    same in chunks."""
+    from assistant.model.feeds import empty_past  # noqa: PLC0415
+
+    feeds: dict[str, Any] = empty_past(session, 1)
+    if LOGITS_TO_KEEP in feeds:
+        # Only the projection inputs are read: the LM head on one row, not on all.
+        feeds[LOGITS_TO_KEEP] = np.array(1, dtype=np.int64)
+    present = [o.name for o in session.get_outputs() if o.name.startswith("present.")]
+    maxima: list[F32] = []
+    for start in range(0, len(token_ids), CHUNK):
+        ids = np.asarray([token_ids[start : start + CHUNK]], dtype=np.int64)
+        feeds[INPUT_IDS] = ids
+        feeds[ATTENTION_MASK] = np.ones((1, start + ids.shape[1]), dtype=np.int64)
+        values = session.run(outputs + present, feeds)
+        # Copies: an output array of ORT can hold its session (weights, arena) alive.
+        got = [np.array(v, dtype=np.float32, copy=True) for v in values[: len(outputs)]]
+        maxima = got if not maxima else [np.maximum(a, b) for a, b in zip(maxima, got, strict=True)]
+        for name, value in zip(present, values[len(outputs) :], strict=True):
+            feeds[name.replace("present.", "past_key_values.", 1)] = value
+    return maxima
 
 
 def _scales(act_max: F32, weight_max: F32, alpha: float) -> F32:
