@@ -98,7 +98,7 @@ def run_ours(precision: str, ids: list[int]) -> dict[str, float]:
     batch = Batch(engine, 1)
     start = time.perf_counter()
     batch.add(GenerationRequest("bench", (("user", ""),), NEW_TOKENS))
-    while not batch.active:  # the prompt's chunks, then its first token
+    while batch.busy and not batch.active:  # the prompt's chunks, then its first token
         batch.step()
     first = time.perf_counter()
     while batch.busy:

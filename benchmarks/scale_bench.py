@@ -73,7 +73,7 @@ def run_ours(folder: str, prompts: dict[str, list[int]], new_tokens: int) -> dic
         batch = Batch(engine, 1)
         start = time.perf_counter()
         batch.add(GenerationRequest("bench", (("user", ""),), n))
-        while not batch.active:  # the prompt's chunks, then its first token
+        while batch.busy and not batch.active:  # the prompt's chunks, then its first token
             batch.step()
         first = time.perf_counter()
         while batch.busy:
