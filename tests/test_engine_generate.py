@@ -10,8 +10,9 @@ import pytest
 
 from assistant.core.events import Delta, Event, Finished, GenerationResult
 from assistant.engine.batch import Batch, generate
-from assistant.engine.decoder import Decoder, KVCache
+from assistant.engine.decoder import Decoder
 from assistant.engine.engine import Engine
+from assistant.engine.kvcache import KVCache
 from assistant.engine.request import GenerationRequest, SamplingParams
 from assistant.errors import RequestError
 from assistant.model.manager import ModelManager

@@ -25,9 +25,9 @@ from assistant.core.events import (
     Usage,
 )
 from assistant.engine.constrain import RowConstraint, final_calls
-from assistant.engine.decoder import KVCache
 from assistant.engine.detokenize import TextStream
 from assistant.engine.engine import Engine
+from assistant.engine.kvcache import KVCache
 from assistant.engine.preempt import PreemptedError, Preemption
 from assistant.engine.request import GenerationRequest
 from assistant.engine.sampling import pick_token

@@ -16,41 +16,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from assistant.engine.kvcache import KVCache, copy_row, copy_rows, moved_into, view_of
+
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 LOG = logging.getLogger(__name__)
 GROWTH = 256  # in-place capacity grows in steps of this many tokens (a copy each time)
-
-
-@dataclass
-class KVCache:
-    """The cache of a batch: per-layer keys and values and each row's cached length."""
-
-    keys: list[F32]
-    values: list[F32]
-    lengths: I64  # [rows]
-    binding: Any = None  # the IO binding holding these buffers (in-place mode)
-    # In place: every layer's keys, then values, [slots, kv_heads, capacity, head_dim];
-    # `keys` and `values` are views of their first `rows` rows (contiguous).
-    slots: list[F32] | None = None
-
-    @property
-    def rows(self) -> int:
-        return int(self.lengths.shape[0])
-
-    @property
-    def capacity(self) -> int:
-        return int(self.keys[0].shape[2]) if self.keys else 0
-
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.keys) + sum(a.nbytes for a in self.values)
 
 
 class Decoder:
@@ -143,7 +119,8 @@ class Decoder:
             return cache
         capacity = -(-needed // GROWTH) * GROWTH
         slots = cache.slots[0].shape[0] if cache.slots else cache.rows
-        return _view(_moved(cache, _storage(self, slots, capacity)), cache.rows, cache.lengths)
+        store = moved_into(cache, _storage(self, slots, capacity))
+        return view_of(store, cache.rows, cache.lengths)
 
     def prefill(self, ids: Sequence[int], cache: KVCache | None = None) -> tuple[F32, KVCache]:
         """Run a prompt (or the next chunk of one, given its cache) for one sequence.
@@ -208,16 +185,16 @@ class Decoder:
             width = max(cache.capacity, other.capacity)
             joined = self.empty(rows, width)
             for part, offset in ((cache, 0), (other, cache.rows)):
-                _copy_rows(part, joined, range(part.rows), offset)
+                copy_rows(part, joined, range(part.rows), offset)
             joined.lengths = lengths
             return joined
         width = max(cache.capacity, -(-int(other.lengths.max()) // GROWTH) * GROWTH)
         store = cache.slots
         if store is None or store[0].shape[0] < rows or store[0].shape[2] < width:
             slots = rows + min(spare, cache.rows)
-            store = _moved(cache, _storage(self, slots, width))
-        target = _view(store, rows, lengths)
-        _copy_rows(other, target, range(other.rows), cache.rows)
+            store = moved_into(cache, _storage(self, slots, width))
+        target = view_of(store, rows, lengths)
+        copy_rows(other, target, range(other.rows), cache.rows)
         return target
 
     def drop(self, cache: KVCache, rows: Sequence[int]) -> tuple[KVCache, list[int]]:
@@ -240,10 +217,10 @@ class Decoder:
         order = list(range(len(keep)))
         movers = [i for i in keep if i >= len(keep)]
         for hole, src in zip(sorted(i for i in gone if i < len(keep)), movers, strict=True):
-            _copy_row(cache, src, cache, hole)
+            copy_row(cache, src, cache, hole)
             order[hole] = src
         store = cache.slots or [*cache.keys, *cache.values]
-        return _view(store, len(keep), cache.lengths[order]), order
+        return view_of(store, len(keep), cache.lengths[order]), order
 
     # --- choosing the mode ---------------------------------------------------------------
 
@@ -281,27 +258,3 @@ def _vocab(session: Any) -> int:
 def _storage(decoder: Decoder, slots: int, capacity: int) -> list[F32]:
     cache = decoder.empty(slots, capacity)
     return [*cache.keys, *cache.values]
-
-
-def _view(store: list[F32], rows: int, lengths: I64) -> KVCache:
-    half = len(store) // 2
-    views = [a[:rows] for a in store]
-    return KVCache(keys=views[:half], values=views[half:], lengths=lengths, slots=store)
-
-
-def _moved(cache: KVCache, store: list[F32]) -> list[F32]:
-    """`store` with the cached positions of every row of `cache` copied in."""
-    _copy_rows(cache, _view(store, cache.rows, cache.lengths), range(cache.rows), 0)
-    return store
-
-
-def _copy_rows(src: KVCache, dst: KVCache, rows: range, offset: int) -> None:
-    for row in rows:
-        _copy_row(src, row, dst, offset + row)
-
-
-def _copy_row(src: KVCache, row: int, dst: KVCache, to: int) -> None:
-    """Row `row`'s cached positions (only those) into row `to` of `dst`."""
-    length = int(src.lengths[row])
-    for a, b in zip(src.keys + src.values, dst.keys + dst.values, strict=True):
-        b[to, :, :length] = a[row, :, :length]

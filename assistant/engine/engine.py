@@ -11,7 +11,8 @@ import numpy.typing as npt
 from tokenizers import Tokenizer
 
 from assistant.engine.constrain import Constraints
-from assistant.engine.decoder import Decoder, KVCache
+from assistant.engine.decoder import Decoder
+from assistant.engine.kvcache import KVCache
 from assistant.errors import RequestError
 from assistant.model.chat import ChatTemplate
 from assistant.model.errors import ModelError
