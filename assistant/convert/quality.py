@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from assistant.model.feeds import empty_past
-from assistant.model.io_names import ATTENTION_MASK, INPUT_IDS, LOGITS
+from assistant.model.feeds import run_in_chunks
+from assistant.model.io_names import LOGITS
 
 # Tokens per call when a text is run for its predictions.
 CHUNK = 256
@@ -67,20 +67,13 @@ def predictions(session: Any, token_ids: Sequence[int], chunk: int = CHUNK) -> P
     """Run `session` over the tokens as one sequence, `chunk` tokens per call with the KV
     cache carried over: [chunk, vocab] logits at a time instead of [len, vocab] (850 MB for
     1,400 tokens of a 152k vocabulary, and ORT's copy of it as much again)."""
-    feeds: dict[str, Any] = empty_past(session, 1)
-    names = [o.name for o in session.get_outputs()]
     nll, tops = 0.0, []
-    for start in range(0, len(token_ids), chunk):
-        ids = np.asarray([token_ids[start : start + chunk]], dtype=np.int64)
-        feeds[INPUT_IDS] = ids
-        feeds[ATTENTION_MASK] = np.ones((1, start + ids.shape[1]), dtype=np.int64)
-        out = dict(zip(names, session.run(names, feeds), strict=True))
-        logits = np.asarray(out.pop(LOGITS)[0], dtype=np.float32)
+    for start, (out,) in run_in_chunks(session, token_ids, [LOGITS], chunk):
+        logits = np.asarray(out[0], dtype=np.float32)
         # Position t predicts token t + 1; the text's last position predicts nothing.
         targets = token_ids[start + 1 : start + 1 + len(logits)]
         nll += _nll(logits[: len(targets)], targets)
         tops.append(logits[: len(targets)].argmax(axis=-1))
-        feeds.update({k.replace("present.", "past_key_values.", 1): v for k, v in out.items()})
     return Predictions(float(np.exp(nll / (len(token_ids) - 1))), np.concatenate(tops))
 
 

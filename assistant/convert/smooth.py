@@ -25,7 +25,6 @@ import onnx
 from onnx import helper, numpy_helper
 
 from assistant.convert.gguf_loader import F32, LayerWeights, LlamaConfig, LlamaWeights
-from assistant.model.io_names import ATTENTION_MASK, INPUT_IDS, LOGITS_TO_KEEP
 
 ALPHA = 0.5  # 0.3 / 0.5 / 0.7 measured; 0.5 keeps the most top-1 agreement on SmolLM2
 # Tokens per calibration call (the KV cache carries the text across calls).
@@ -114,25 +113,14 @@ def collect_stats(fp32_model: Path, token_ids: list[int], config: LlamaConfig) -
 def _chunked_maxima(session: Any, outputs: list[str], token_ids: list[int]) -> list[F32]:
     """The probe's per-channel maxima over the text, run `CHUNK` tokens a call with the KV
     cache carried: a 1.5B level-0 prefill of 1,400 tokens at once peaked 2 GB above the
-    same in chunks."""
-    from assistant.model.feeds import empty_past  # noqa: PLC0415
+    same in chunks. Only the projection inputs are read: the LM head runs on one row."""
+    from assistant.model.feeds import run_in_chunks  # noqa: PLC0415
 
-    feeds: dict[str, Any] = empty_past(session, 1)
-    if LOGITS_TO_KEEP in feeds:
-        # Only the projection inputs are read: the LM head on one row, not on all.
-        feeds[LOGITS_TO_KEEP] = np.array(1, dtype=np.int64)
-    present = [o.name for o in session.get_outputs() if o.name.startswith("present.")]
     maxima: list[F32] = []
-    for start in range(0, len(token_ids), CHUNK):
-        ids = np.asarray([token_ids[start : start + CHUNK]], dtype=np.int64)
-        feeds[INPUT_IDS] = ids
-        feeds[ATTENTION_MASK] = np.ones((1, start + ids.shape[1]), dtype=np.int64)
-        values = session.run(outputs + present, feeds)
+    for _, values in run_in_chunks(session, token_ids, outputs, CHUNK, every_logit=False):
         # Copies: an output array of ORT can hold its session (weights, arena) alive.
-        got = [np.array(v, dtype=np.float32, copy=True) for v in values[: len(outputs)]]
+        got = [np.array(v, dtype=np.float32, copy=True) for v in values]
         maxima = got if not maxima else [np.maximum(a, b) for a, b in zip(maxima, got, strict=True)]
-        for name, value in zip(present, values[len(outputs) :], strict=True):
-            feeds[name.replace("present.", "past_key_values.", 1)] = value
     return maxima
 
 
