@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import onnx
 
-from assistant.convert import heap
+from assistant import heap
 from assistant.convert.calibration import LEVEL_SEARCH_TEXT
 from assistant.convert.exact import exact_sources
 from assistant.convert.fetch import DEFAULT_SOURCE, fetch_default_gguf

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 
-from assistant.convert import heap
+from assistant import heap
 from assistant.convert.exact import GROUPS, describe, exact_projections, read_blocks
 from assistant.convert.ggml_blocks import FLOAT_TYPES, BlockMatrix
 from assistant.convert.gguf_loader import GgufModel, open_reader

@@ -21,7 +21,6 @@ mode as read from /proc just before the first model file was opened.
 
 from __future__ import annotations
 
-import ctypes
 import importlib
 import os
 import sys
@@ -29,6 +28,7 @@ import sysconfig
 from pathlib import Path
 from typing import Any
 
+from assistant import heap
 from assistant.worker.protocol import StartSpec
 
 # What the worker imports before it may lose the right to read Python's own files: the
@@ -143,15 +143,8 @@ def _load(spec: StartSpec, folder: Path, in_memory: bool) -> Any:
     warmup.add(GenerationRequest("warmup-grammar", (("user", "Hi"),), 2, grammar=grammar))
     while warmup.busy:
         warmup.step()
-    _return_freed_memory()
+    # Loading leaves ORT's discarded copies in the heap (service_footprint.py, int8 model:
+    # worker RSS online 345 MB instead of 388 with the data copied from memory, 340 instead
+    # of 355 with it mapped; later requests reuse part of it, -11 / -2 MB after two).
+    heap.trim()
     return engine
-
-
-def _return_freed_memory() -> None:
-    """Hand the heap's free memory back to the OS (glibc only). Loading leaves ORT's
-    discarded copies there. Measured with the default int8 model (service_footprint.py):
-    worker RSS online 345 MB instead of 388 with the data copied from memory, 340 instead
-    of 355 with it mapped; later requests reuse part of it (-11 / -2 MB after two)."""
-    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # dlopen(NULL): no file access
-    if trim is not None:
-        trim(0)
